@@ -1,0 +1,1 @@
+"""A Panora-compatible accounting gateway driven by declarative mapping files."""

@@ -1,0 +1,122 @@
+"""The few JMESPath functions mapping files need beyond JMESPath's own.
+
+| function | what it does |
+|---|---|
+| `default(value, fallback)` | `value` unless it is null (`||` would also replace false, 0 and "") |
+| `to_iso(value, format)` | a provider date -> ISO 8601 (`2024-06-15T12:00:00Z`) |
+| `from_iso(value, format)` | ISO 8601 -> a provider date |
+| `to_remote(value, map)` | a unified enum value -> the provider's, through a value map |
+| `to_unified(value, map)` | the provider's enum value -> the unified one (the same map, read backwards) |
+| `split(value, separator)` | a string -> an array of strings (JMESPath has `join` already) |
+| `context(key)` | a setting of the caller's connection, in expressions that do not see `context` |
+
+Date formats: `epoch` (Unix seconds), `epoch_ms` (Unix milliseconds), `date`
+(`2024-06-15`), `iso` (ISO 8601, normalised to UTC) and `msjson` (`/Date(1718452800000+0000)/`).
+A map is the name of one of the file's `values` maps, or an inline object.
+Every function passes null through, so an absent field stays absent.
+Numbers and strings convert with JMESPath's own `to_number` and `to_string`.
+"""
+
+import re
+from datetime import date, datetime, timezone
+from typing import Any
+
+from jmespath import functions
+
+_MSJSON = re.compile(r"^/Date\((-?\d+)([+-]\d{4})?\)/$")
+
+
+class DateFormatError(ValueError):
+    pass
+
+
+def _parse_iso(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def to_iso(value: Any, fmt: str) -> str:
+    if fmt == "epoch":
+        return _iso(datetime.fromtimestamp(float(value), timezone.utc))
+    if fmt == "epoch_ms":
+        return _iso(datetime.fromtimestamp(float(value) / 1000, timezone.utc))
+    if fmt == "date":
+        return _iso(datetime.combine(date.fromisoformat(str(value)[:10]), datetime.min.time(), timezone.utc))
+    if fmt == "iso":
+        return _iso(_parse_iso(str(value)))
+    if fmt == "msjson":
+        match = _MSJSON.match(str(value))
+        if not match:
+            raise DateFormatError(f"not a /Date(...)/ value: {value!r}")
+        return _iso(datetime.fromtimestamp(int(match.group(1)) / 1000, timezone.utc))
+    raise DateFormatError(f"unknown date format {fmt!r}")
+
+
+def from_iso(value: Any, fmt: str) -> Any:
+    moment = _parse_iso(str(value))
+    if fmt == "epoch":
+        return int(moment.timestamp())
+    if fmt == "epoch_ms":
+        return int(moment.timestamp() * 1000)
+    if fmt == "date":
+        return moment.date().isoformat()
+    if fmt == "iso":
+        return _iso(moment)
+    if fmt == "msjson":
+        return f"/Date({int(moment.timestamp() * 1000)}+0000)/"
+    raise DateFormatError(f"unknown date format {fmt!r}")
+
+
+DATE_FORMATS = ("epoch", "epoch_ms", "date", "iso", "msjson")
+
+
+class Functions(functions.Functions):
+    """Bound once per connection: its value maps and context never change."""
+
+    def __init__(self, value_maps: dict[str, dict[str, Any]], context: dict[str, Any]):
+        super().__init__()
+        self._maps = value_maps
+        self._reverse = {name: {v: k for k, v in m.items()} for name, m in value_maps.items()}
+        self._context = context
+
+    def _map(self, table: Any, reverse: bool) -> dict:
+        if isinstance(table, dict):
+            return {v: k for k, v in table.items()} if reverse else table
+        maps = self._reverse if reverse else self._maps
+        if table not in maps:
+            raise DateFormatError(f"no value map named {table!r}")
+        return maps[table]
+
+    @functions.signature({"types": []}, {"types": []})
+    def _func_default(self, value, fallback):
+        return fallback if value is None else value
+
+    @functions.signature({"types": ["string", "number", "null"]}, {"types": ["string"]})
+    def _func_to_iso(self, value, fmt):
+        return None if value is None else to_iso(value, fmt)
+
+    @functions.signature({"types": ["string", "null"]}, {"types": ["string"]})
+    def _func_from_iso(self, value, fmt):
+        return None if value is None else from_iso(value, fmt)
+
+    @functions.signature({"types": []}, {"types": ["string", "object"]})
+    def _func_to_remote(self, value, table):
+        return self._map(table, reverse=False).get(value, value)
+
+    @functions.signature({"types": []}, {"types": ["string", "object"]})
+    def _func_to_unified(self, value, table):
+        return self._map(table, reverse=True).get(value, value)
+
+    @functions.signature({"types": ["string", "null"]}, {"types": ["string"]})
+    def _func_split(self, value, separator):
+        return None if value is None else value.split(separator)
+
+    @functions.signature({"types": ["string"]})
+    def _func_context(self, key):
+        return self._context.get(key)

@@ -1,0 +1,183 @@
+"""The mapping-file schema, and loading a file into a compiled provider.
+
+A mapping file says, for one provider, how each unified operation becomes a
+provider request and how provider records become unified ones. The README's
+"Mapping files" section is the operator's guide; this module is its grammar.
+"""
+
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+import yaml
+
+from .expressions import ExpressionError, compile_expression
+from .models import OBJECTS
+from .operation import Operation
+from .unify import Unifier
+
+Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
+Verb = Literal["create", "list", "retrieve"]
+
+
+class Spec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class AuthSpec(Spec):
+    """How a connection's credentials authenticate it upstream."""
+
+    type: Literal["api_key", "bearer", "basic", "none"]
+    header: str = "Authorization"  # api_key: the header that carries the key
+    credential: str = "api_key"  # api_key, bearer: the credentials entry to send
+
+
+class PagingSpec(Spec):
+    """How the provider pages a list; the unified cursor hides which."""
+
+    style: Literal["offset", "page", "token", "none"] = "none"
+    max_limit: int = 100  # the most records the provider returns per call
+    first_page: int = 1  # page style: the number of the first page
+    next: str | None = None  # token style: where the response names the next page
+
+
+class OperationSpec(Spec):
+    """One upstream call. Every expression reads the request document:
+    `body` (the unified body), `id` (the path id), `query` (the unified query),
+    `page` (`limit`, `offset`, `number`, `token`) and `context` (the connection's)."""
+
+    path: str  # `{expression}` segments are filled in and URL-encoded
+    method: Method = "GET"
+    when: str | None = None  # alternatives: the first whose `when` is true serves
+    query: Any = None  # template
+    headers: Any = None  # template
+    body: Any = None  # template
+    record: str = "@"  # create, retrieve: where the record sits in the response
+    records: str = "@"  # list: where the records sit in the response
+    total: str | None = None  # list: the total count, where the provider gives one
+    paging: PagingSpec = msgspec.field(default_factory=PagingSpec)
+
+
+Alternatives = OperationSpec | list[OperationSpec]
+
+
+class ObjectSpec(Spec):
+    unify: dict[str, Any]  # unified field -> expression over one provider record
+    create: Alternatives | None = None
+    list: Alternatives | None = None  # several: walked one after the other
+    retrieve: Alternatives | None = None
+
+
+class ErrorsSpec(Spec):
+    """Expressions over a provider's error body."""
+
+    message: str = "message"
+    code: str | None = None
+    status: dict[str, int] = {}  # provider error code -> unified HTTP status
+
+
+class MappingFile(Spec):
+    provider: str
+    base_url: str
+    auth: AuthSpec
+    headers: dict[str, str] = {}  # sent on every call; reads `context` only
+    errors: ErrorsSpec = msgspec.field(default_factory=ErrorsSpec)
+    values: dict[str, dict[str, Any]] = {}  # named value maps: unified -> provider
+    objects: dict[str, ObjectSpec] = {}
+
+
+class MappingError(Exception):
+    """A mapping file that cannot serve: names the file, the key and the reason."""
+
+    def __init__(self, path: Path, key: str, reason: str):
+        super().__init__(f"{path}: {key}: {reason}")
+
+
+class ProviderObject(msgspec.Struct):
+    unifier: Unifier
+    operations: dict[str, tuple[Operation, ...]]
+
+
+class Provider(msgspec.Struct):
+    """A mapping file, compiled: what the request path runs."""
+
+    name: str
+    base_url: str
+    auth: AuthSpec
+    headers: dict[str, Any]
+    error_message: Any
+    error_code: Any
+    error_status: dict[str, int]
+    values: dict[str, dict[str, Any]]
+    objects: dict[str, ProviderObject]
+    source: Path
+
+    def operations(self, obj: str, verb: str) -> tuple[Operation, ...]:
+        found = self.objects.get(obj)
+        return found.operations.get(verb, ()) if found else ()
+
+
+def load(path: Path) -> Provider:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise MappingError(path, "$", f"cannot read YAML: {exc}") from None
+    try:
+        spec = msgspec.convert(raw, MappingFile)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        key = message.rsplit(" - at `", 1)[1].rstrip("`") if " - at `" in message else "$"
+        raise MappingError(path, key, message.split(" - at `")[0]) from None
+    try:
+        return _compile(spec, path)
+    except ExpressionError as exc:
+        raise MappingError(path, exc.key, exc.reason) from None
+
+
+def _compile(spec: MappingFile, path: Path) -> Provider:
+    if not spec.base_url.startswith(("http://", "https://")):
+        raise ExpressionError("$.base_url", "must be an http:// or https:// URL")
+    objects = {}
+    for name, obj in spec.objects.items():
+        key = f"$.objects.{name}"
+        unified = OBJECTS.get(name)
+        if unified is None:
+            raise ExpressionError(key, f"unknown unified object; known: {', '.join(OBJECTS)}")
+        if obj.create is not None and unified.input is None:
+            raise ExpressionError(f"{key}.create", f"the unified API has no create for {name}")
+        operations = {}
+        for verb in ("create", "list", "retrieve"):
+            alternatives = getattr(obj, verb)
+            if alternatives is None:
+                continue
+            if not isinstance(alternatives, list):
+                alternatives = [alternatives]
+            operations[verb] = tuple(
+                Operation(alt, verb, f"{key}.{verb}" + (f"[{i}]" if len(alternatives) > 1 else ""))
+                for i, alt in enumerate(alternatives)
+            )
+        objects[name] = ProviderObject(Unifier(obj.unify, unified.output, f"{key}.unify"), operations)
+    return Provider(
+        name=spec.provider,
+        base_url=spec.base_url.rstrip("/"),
+        auth=spec.auth,
+        headers={k: compile_expression(v, f"$.headers.{k}") for k, v in spec.headers.items()},
+        error_message=compile_expression(spec.errors.message, "$.errors.message"),
+        error_code=compile_expression(spec.errors.code, "$.errors.code") if spec.errors.code else None,
+        error_status=spec.errors.status,
+        values=spec.values,
+        objects=objects,
+        source=path,
+    )
+
+
+def load_dir(directory: Path) -> dict[str, Provider]:
+    if not directory.is_dir():
+        raise MappingError(directory, "$", "no such directory of mapping files")
+    providers: dict[str, Provider] = {}
+    for path in sorted(directory.glob("*.yaml")):
+        provider = load(path)
+        if provider.name in providers:
+            raise MappingError(path, "$.provider", f"{provider.name!r} is also mapped by {providers[provider.name].source}")
+        providers[provider.name] = provider
+    return providers

@@ -1,0 +1,248 @@
+"""The unified HTTP surface: Panora's accounting paths, headers and query parameters.
+
+Each handler walks the request path: route -> connection -> compiled operation
+-> upstream call -> unify -> response.
+"""
+
+import logging
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from .connections import ApiKeys, Connection, Connections
+from .cursor import CursorError, Cursors, Position
+from .errors import GatewayError, bad_gateway, bad_request, not_implemented, unauthorized, unprocessable
+from .models import OBJECTS, UnifiedObject, unknown_fields
+from .operation import Operation, TranslationError
+from .unify import UnifyError
+from .upstream import Upstream
+
+log = logging.getLogger("gateway")
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 1000
+IGNORED_HEADER = "x-gateway-ignored-fields"
+
+_json = msgspec.json.Decoder()
+_encode = msgspec.json.Encoder().encode
+
+
+def _json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(_encode(content), status, headers, media_type="application/json")
+
+
+def _flag(request: Request, name: str) -> bool:
+    value = request.query_params.get(name)
+    if value is None:
+        return False
+    lowered = value.lower()
+    if lowered in ("true", "1"):
+        return True
+    if lowered in ("false", "0", ""):
+        return False
+    raise bad_request("invalid_query", f"{name} must be true or false, not {value!r}", parameter=name)
+
+
+def _limit(request: Request) -> int:
+    value = request.query_params.get("limit")
+    if value is None or value == "":
+        return DEFAULT_LIMIT
+    try:
+        number = float(value)
+    except ValueError:
+        number = 0.0
+    if not number.is_integer() or not 1 <= number <= MAX_LIMIT:
+        raise bad_request("invalid_query", f"limit must be a whole number from 1 to {MAX_LIMIT}, not {value!r}", parameter="limit")
+    return int(number)
+
+
+class Gateway:
+    def __init__(self, api_keys: ApiKeys, connections: Connections, upstream: Upstream, cursors: Cursors):
+        self.api_keys = api_keys
+        self.connections = connections
+        self.upstream = upstream
+        self.cursors = cursors
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/accounting/{object}", self.list, methods=["GET"]),
+            Route("/accounting/{object}", self.create, methods=["POST"]),
+            Route("/accounting/{object}/{id}", self.retrieve, methods=["GET"]),
+        ]
+
+    # -- route -> connection -------------------------------------------------
+
+    def _object(self, request: Request) -> UnifiedObject:
+        name = request.path_params["object"]
+        found = OBJECTS.get(name)
+        if found is None:
+            raise GatewayError(404, "unknown_object", f"no unified accounting object {name!r}; known: {', '.join(OBJECTS)}")
+        return found
+
+    def _connection(self, request: Request) -> Connection:
+        key = request.headers.get("x-api-key")
+        if not key:
+            raise unauthorized("missing_api_key", "the x-api-key header is required")
+        if not self.api_keys.check(key):
+            raise unauthorized("invalid_api_key", "the x-api-key is not valid")
+        token = request.headers.get("x-connection-token")
+        if not token:
+            raise unauthorized("missing_connection_token", "the x-connection-token header is required")
+        conn = self.connections.resolve(token)
+        if conn is None:
+            raise unauthorized("invalid_connection_token", "no connection has this x-connection-token")
+        return conn
+
+    def _operations(self, conn: Connection, obj: UnifiedObject, verb: str) -> tuple[Operation, ...]:
+        ops = conn.provider.operations(obj.name, verb)
+        if not ops:
+            raise not_implemented(conn.provider.name, f"{verb} {obj.name}")
+        return ops
+
+    def _document(self, request: Request, conn: Connection, **parts: Any) -> dict[str, Any]:
+        return {"query": dict(request.query_params), "context": conn.context, **parts}
+
+    # -- compiled operation -> upstream call -> unify ------------------------
+
+    async def _call(self, conn: Connection, op: Operation, doc: dict) -> Any:
+        try:
+            upstream_request = op.request(doc, conn.options)
+        except TranslationError as exc:
+            raise unprocessable("untranslatable", f"cannot translate the request for {conn.provider.name}: {exc}",
+                                provider=conn.provider.name) from None
+        return await self.upstream.send(conn, upstream_request)
+
+    def _unify(self, conn: Connection, obj: UnifiedObject, record: Any, remote_data: bool):
+        unifier = conn.provider.objects[obj.name].unifier
+        try:
+            return unifier.unify(record, conn.options, remote_data)
+        except UnifyError as exc:
+            log.error("%s: a %s record does not unify: %s", conn.name, obj.name, exc)
+            raise bad_gateway("upstream_unmappable", f"{conn.provider.name} answered a {obj.name} record the mapping cannot read: {exc}",
+                              provider=conn.provider.name) from None
+
+    def _extract(self, conn: Connection, expression, data: Any, what: str) -> Any:
+        try:
+            return expression.search(data, options=conn.options)
+        except Exception as exc:  # a mapping expression failing on an odd response
+            raise bad_gateway("upstream_unmappable", f"cannot read {what} from {conn.provider.name}'s response: {exc}",
+                              provider=conn.provider.name) from None
+
+    # -- handlers ------------------------------------------------------------
+
+    async def retrieve(self, request: Request) -> Response:
+        obj = self._object(request)
+        conn = self._connection(request)
+        remote_data = _flag(request, "remote_data")
+        record_id = request.path_params["id"]
+        doc = self._document(request, conn, id=record_id)
+        op = next((o for o in self._operations(conn, obj, "retrieve") if o.applies(doc, conn.options)), None)
+        if op is None:
+            raise GatewayError(404, "not_found", f"{record_id!r} is not an id of any {obj.name} kind {conn.provider.name} has")
+        data = await self._call(conn, op, doc)
+        record = self._extract(conn, op.record, data, "the record")
+        if record is None:
+            raise GatewayError(404, "not_found", f"{conn.provider.name} has no {obj.name} {record_id!r}", provider=conn.provider.name)
+        return _json_response(self._unify(conn, obj, record, remote_data))
+
+    async def create(self, request: Request) -> Response:
+        obj = self._object(request)
+        conn = self._connection(request)
+        if obj.input is None:
+            raise GatewayError(405, "method_not_allowed", f"{obj.name} cannot be created through the unified API")
+        remote_data = _flag(request, "remote_data")
+        body = self._body(await request.body(), obj)
+        doc = self._document(request, conn, body=body)
+        ops = self._operations(conn, obj, "create")
+        op = next((o for o in ops if o.applies(doc, conn.options)), None)
+        if op is None:
+            raise unprocessable("no_matching_operation", f"{conn.provider.name} has no way to create this {obj.name}; see its mapping's `when` conditions")
+        ignored = list(dict.fromkeys(unknown_fields(body, obj.input) + op.ignored(body)))
+        data = await self._call(conn, op, doc)
+        record = self._extract(conn, op.record, data, "the created record")
+        output = self._unify(conn, obj, record, remote_data)
+        headers = None
+        if ignored:
+            log.warning("%s: create %s ignored fields %s", conn.name, obj.name, ", ".join(ignored))
+            headers = {IGNORED_HEADER: ", ".join(ignored)}
+        return _json_response(output, 201, headers)
+
+    def _body(self, raw: bytes, obj: UnifiedObject) -> dict:
+        if not raw.strip():
+            raise bad_request("missing_body", f"a JSON body describing the {obj.name[:-1]} is required")
+        try:
+            body = _json.decode(raw)
+        except msgspec.DecodeError as exc:
+            raise bad_request("invalid_json", f"the body is not valid JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise unprocessable("invalid_body", f"Expected `object`, got `{type(body).__name__}` - at `$`", path="$")
+        try:
+            msgspec.convert(body, obj.input)
+        except msgspec.ValidationError as exc:
+            message = str(exc)
+            path = message.rsplit(" - at `", 1)[1].rstrip("`") if " - at `" in message else "$"
+            raise unprocessable("invalid_body", message, path=path) from None
+        return body
+
+    async def list(self, request: Request) -> Response:
+        obj = self._object(request)
+        conn = self._connection(request)
+        remote_data = _flag(request, "remote_data")
+        limit = _limit(request)
+        scope = conn.scope + obj.name.encode()
+        cursor = request.query_params.get("cursor")
+        try:
+            position = self.cursors.decode(cursor, scope) if cursor else Position()
+        except CursorError as exc:
+            raise bad_request("invalid_cursor", str(exc)) from None
+        sources = self._operations(conn, obj, "list")
+        if position.source >= len(sources):
+            raise bad_request("invalid_cursor", "the cursor no longer fits this provider's mapping")
+        while True:
+            records, following, previous = await self._page(conn, sources, position, limit, request)
+            # An exhausted source moves on to the next one in the same call.
+            if records or following is None or following.source == position.source:
+                break
+            position = following
+        data = [self._unify(conn, obj, r, remote_data) for r in records]
+        return _json_response({
+            "prev_cursor": self.cursors.encode(previous, scope) if previous else None,
+            "next_cursor": self.cursors.encode(following, scope) if following else None,
+            "data": data,
+        })
+
+    async def _page(self, conn: Connection, sources: tuple[Operation, ...], position: Position, limit: int,
+                    request: Request) -> tuple[list, Position | None, Position | None]:
+        op = sources[position.source]
+        paging = op.spec.paging
+        size = min(limit, paging.max_limit)
+        page = {"limit": size, "offset": position.offset, "number": paging.first_page + position.number,
+                "token": position.token}
+        data = await self._call(conn, op, self._document(request, conn, page=page))
+        records = self._extract(conn, op.records, data, "the records")
+        if records is None:
+            records = []
+        if not isinstance(records, list):
+            raise bad_gateway("upstream_unmappable", f"{conn.provider.name}'s list response has no array where the mapping expects records",
+                              provider=conn.provider.name)
+        count = len(records)
+        more = False
+        token = None
+        if paging.style == "token":
+            token = self._extract(conn, op.next, data, "the next page") if op.next else None
+            more = bool(token) and count > 0
+        elif paging.style in ("offset", "page"):
+            total = self._extract(conn, op.total, data, "the total") if op.total else None
+            more = position.offset + count < total if isinstance(total, int) else count >= size
+        following = None
+        if more:
+            following = Position(position.source, position.offset + count, position.number + 1, token and str(token))
+        elif position.source + 1 < len(sources):
+            following = Position(position.source + 1)
+        previous = None
+        if paging.style in ("offset", "page") and position.number > 0:
+            previous = Position(position.source, max(0, position.offset - size), position.number - 1)
+        return records, following, previous

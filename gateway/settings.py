@@ -1,0 +1,45 @@
+"""Settings, read once from the environment at start."""
+
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+
+import msgspec
+
+# Used only by the embedded default (no connections file, no GATEWAY_API_KEYS).
+DEMO_API_KEY = "gateway-demo-key"
+SANDBOX_TOKEN = "sandbox-formation"
+
+
+def bundled_mappings() -> Path:
+    packaged = Path(__file__).parent / "mappings"  # inside a built wheel
+    return packaged if packaged.is_dir() else Path(__file__).parent.parent / "mappings"
+
+
+class Settings(msgspec.Struct, kw_only=True):
+    api_keys: list[str]
+    connections_file: Path | None
+    mappings_dir: Path
+    # Signs cursors; set it when several instances serve the same clients,
+    # or cursors issued by one are refused by the others (and after a restart).
+    cursor_secret: bytes
+    cursor_secret_is_random: bool = False
+
+    @property
+    def embedded(self) -> bool:
+        return self.connections_file is None
+
+
+def from_environ(environ: Mapping[str, str] = os.environ) -> Settings:
+    keys = [k.strip() for k in environ.get("GATEWAY_API_KEYS", "").split(",") if k.strip()]
+    connections = environ.get("GATEWAY_CONNECTIONS") or None
+    mappings = environ.get("GATEWAY_MAPPINGS") or None
+    secret = environ.get("GATEWAY_CURSOR_SECRET") or None
+    return Settings(
+        api_keys=keys,
+        connections_file=Path(connections) if connections else None,
+        mappings_dir=Path(mappings) if mappings else bundled_mappings(),
+        cursor_secret=secret.encode() if secret else secrets.token_bytes(32),
+        cursor_secret_is_random=secret is None,
+    )

@@ -1,0 +1,46 @@
+"""Unify: a provider record -> a unified object, through the object's `unify` template."""
+
+from typing import Any
+
+import msgspec
+from jmespath import Options
+from jmespath.exceptions import JMESPathError
+
+from .expressions import ExpressionError, compile_template
+from .models import Model
+
+# The gateway fills remote_data itself, from the raw record, when asked to.
+_RESERVED = {"remote_data"}
+
+
+class UnifyError(ValueError):
+    """A provider record the mapping cannot turn into the unified object."""
+
+
+class Unifier:
+    __slots__ = ("model", "expression", "fields")
+
+    def __init__(self, template: dict[str, Any], model: type[Model], key: str):
+        known = set(model.__struct_fields__) - _RESERVED
+        for name in template:
+            if name not in known:
+                raise ExpressionError(f"{key}.{name}", f"not a field of the unified {model.__name__}; fields: {', '.join(sorted(known))}")
+        self.model = model
+        self.fields = tuple(template)
+        self.expression = compile_template(template, key)
+
+    def unify(self, record: Any, options: Options, remote_data: bool) -> Model:
+        if not isinstance(record, dict):
+            raise UnifyError(f"expected a record object, got {type(record).__name__}")
+        try:
+            values = self.expression.search(record, options=options)
+        except (JMESPathError, ValueError, TypeError, OverflowError) as exc:
+            raise UnifyError(str(exc)) from None
+        # An absent value is None for nullable fields and UNSET for the others.
+        values = {k: v for k, v in values.items() if v is not None}
+        if remote_data:
+            values["remote_data"] = record
+        try:
+            return msgspec.convert(values, self.model)
+        except msgspec.ValidationError as exc:
+            raise UnifyError(str(exc)) from None
