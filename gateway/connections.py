@@ -122,11 +122,23 @@ def expand_env(value: Any, environ: Mapping[str, str], where: str) -> Any:
     return value
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    # PyYAML's own message quotes the offending line, which may hold a
+    # credential: say where and what is wrong, never the text itself.
+    mark = getattr(exc, "problem_mark", None)
+    if mark is None:
+        return type(exc).__name__
+    what = "; ".join(p for p in (getattr(exc, "context", None), getattr(exc, "problem", None)) if p)
+    return f"{what or 'invalid YAML'} (line {mark.line + 1}, column {mark.column + 1})"
+
+
 def load(path: Path, providers: dict[str, Provider], environ: Mapping[str, str]) -> Connections:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
+    except OSError as exc:
         raise ConfigError(f"connections file {path}: cannot read YAML: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"connections file {path}: cannot read YAML: {_yaml_problem(exc)}") from None
     if isinstance(raw, dict) and "connections" in raw:
         raw = raw["connections"]
     if not isinstance(raw, list):

@@ -69,7 +69,9 @@ def from_provider(provider: str, status: int, message: str | None, code: str | N
     if mapped_status is None and 400 <= status < 500 and status not in (401, 403, 407):
         mapped_status = 400
     if mapped_status == 429:
-        headers = {"Retry-After": retry_after} if retry_after else None
+        # Passed on only when it can be: an odd provider header must not fail our response.
+        usable = retry_after and retry_after.isascii() and retry_after.isprintable()
+        headers = {"Retry-After": retry_after} if usable else None
         return GatewayError(429, "upstream_rate_limited", f"{provider} is rate limiting this connection{said}", headers, **extra)
     if mapped_status == 404:
         return GatewayError(404, "not_found", f"{provider} has no such record{said}", **extra)

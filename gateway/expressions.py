@@ -91,6 +91,8 @@ def _reads(node: dict) -> set[tuple[str, ...]]:
         return {(node["value"],)}
     if kind == "literal":
         return set()
+    if kind == "slice":
+        return {()}  # its children are the numbers start:stop:step, not nodes
     if kind in ("subexpression", "index_expression", "pipe"):
         paths = _reads(children[0])
         for child in children[1:]:

@@ -18,7 +18,7 @@ Numbers and strings convert with JMESPath's own `to_number` and `to_string`.
 """
 
 import re
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from jmespath import functions
@@ -58,18 +58,27 @@ def to_iso(value: Any, fmt: str) -> str:
     raise DateFormatError(f"unknown date format {fmt!r}")
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _since_epoch(moment: datetime, unit: timedelta) -> int:
+    # Integer arithmetic: float timestamp() * 1000 truncates some instants a
+    # millisecond short, and int() rounds instants before 1970 the wrong way.
+    return (moment - _EPOCH) // unit
+
+
 def from_iso(value: Any, fmt: str) -> Any:
     moment = _parse_iso(str(value))
     if fmt == "epoch":
-        return int(moment.timestamp())
+        return _since_epoch(moment, timedelta(seconds=1))
     if fmt == "epoch_ms":
-        return int(moment.timestamp() * 1000)
+        return _since_epoch(moment, timedelta(milliseconds=1))
     if fmt == "date":
         return moment.date().isoformat()
     if fmt == "iso":
         return _iso(moment)
     if fmt == "msjson":
-        return f"/Date({int(moment.timestamp() * 1000)}+0000)/"
+        return f"/Date({_since_epoch(moment, timedelta(milliseconds=1))}+0000)/"
     raise DateFormatError(f"unknown date format {fmt!r}")
 
 

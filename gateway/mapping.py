@@ -5,6 +5,7 @@ provider request and how provider records become unified ones. The README's
 "Mapping files" section is the operator's guide; this module is its grammar.
 """
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -125,13 +126,61 @@ def load(path: Path) -> Provider:
     try:
         spec = msgspec.convert(raw, MappingFile)
     except msgspec.ValidationError as exc:
-        message = str(exc)
-        key = message.rsplit(" - at `", 1)[1].rstrip("`") if " - at `" in message else "$"
-        raise MappingError(path, key, message.split(" - at `")[0]) from None
+        raise MappingError(path, *_schema_error(raw, str(exc))) from None
     try:
         return _compile(spec, path)
     except ExpressionError as exc:
         raise MappingError(path, exc.key, exc.reason) from None
+
+
+_PATH_PART = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]|\[\.\.\.\]")
+
+
+def _schema_error(raw: Any, message: str) -> tuple[str, str]:
+    """The key and the reason of a schema error. msgspec writes every dict key
+    as `[...]`; the real key goes back in, so the operator reads
+    `$.objects.contacts.list`, not `$.objects[...].list`."""
+    reason, _, at = message.partition(" - at `")
+    at = at.rstrip("`").removeprefix("key` in `")  # `key` in: the key itself is wrong
+    if not at.startswith("$"):
+        return "$", reason
+    key, node = "$", raw
+    for match in _PATH_PART.finditer(at, 1):
+        field, index = match.group(1), match.group(2)
+        if field is not None:
+            key += "." + field
+            node = node.get(field) if isinstance(node, dict) else None
+        elif index is not None:
+            key += f"[{index}]"
+            node = node[int(index)] if isinstance(node, list) and int(index) < len(node) else None
+        else:
+            name = _failing_entry(raw, node, message)
+            if name is None:
+                return key + at[match.start():], reason
+            key += f".{name}"
+            node = node[name]
+    return key, reason
+
+
+def _failing_entry(raw: Any, entries: Any, message: str) -> Any:
+    """The entry of `entries` (a dict inside `raw`) that fails with `message`:
+    converting the file with each entry alone tells them apart."""
+    if not isinstance(entries, dict):
+        return None
+    saved = dict(entries)
+    try:
+        for name, value in saved.items():
+            entries.clear()
+            entries[name] = value
+            try:
+                msgspec.convert(raw, MappingFile)
+            except msgspec.ValidationError as exc:
+                if str(exc) == message:
+                    return name
+        return None
+    finally:
+        entries.clear()
+        entries.update(saved)
 
 
 def _compile(spec: MappingFile, path: Path) -> Provider:

@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 import msgspec
+from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -28,6 +29,23 @@ IGNORED_HEADER = "x-gateway-ignored-fields"
 
 _json = msgspec.json.Decoder()
 _encode = msgspec.json.Encoder().encode
+
+
+class _RecordId(PathConvertor):
+    """Routing sees the percent-decoded path, so an id sent with %2F arrives
+    holding '/': take the rest of the path as the id, but never an empty one.
+    (?s): a decoded %0A is part of the id too, not a line end for `$`."""
+
+    regex = "(?s:.+)"
+
+
+register_url_convertor("record_id", _RecordId())
+
+
+def _printable(path: str) -> str:
+    # Field names come from the caller's JSON, but a header carries printable
+    # ASCII only; failing here would fail a create that already happened upstream.
+    return path.encode("unicode_escape").decode("ascii")
 
 
 def _json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -70,7 +88,7 @@ class Gateway:
         return [
             Route("/accounting/{object}", self.list, methods=["GET"]),
             Route("/accounting/{object}", self.create, methods=["POST"]),
-            Route("/accounting/{object}/{id}", self.retrieve, methods=["GET"]),
+            Route("/accounting/{object}/{id:record_id}", self.retrieve, methods=["GET"]),
         ]
 
     # -- route -> connection -------------------------------------------------
@@ -166,8 +184,9 @@ class Gateway:
         output = self._unify(conn, obj, record, remote_data)
         headers = None
         if ignored:
-            log.warning("%s: create %s ignored fields %s", conn.name, obj.name, ", ".join(ignored))
-            headers = {IGNORED_HEADER: ", ".join(ignored)}
+            listed = ", ".join(_printable(p) for p in ignored)
+            log.warning("%s: create %s ignored fields %s", conn.name, obj.name, listed)
+            headers = {IGNORED_HEADER: listed}
         return _json_response(output, 201, headers)
 
     def _body(self, raw: bytes, obj: UnifiedObject) -> dict:
@@ -175,7 +194,7 @@ class Gateway:
             raise bad_request("missing_body", f"a JSON body describing the {obj.name[:-1]} is required")
         try:
             body = _json.decode(raw)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, RecursionError) as exc:  # RecursionError: nested too deeply
             raise bad_request("invalid_json", f"the body is not valid JSON: {exc}") from None
         if not isinstance(body, dict):
             raise unprocessable("invalid_body", f"Expected `object`, got `{type(body).__name__}` - at `$`", path="$")
@@ -236,7 +255,8 @@ class Gateway:
             more = bool(token) and count > 0
         elif paging.style in ("offset", "page"):
             total = self._extract(conn, op.total, data, "the total") if op.total else None
-            more = position.offset + count < total if isinstance(total, int) else count >= size
+            # An empty page ends the list even if the total says more: its cursor would not move.
+            more = count > 0 and (position.offset + count < total if isinstance(total, int) else count >= size)
         following = None
         if more:
             following = Position(position.source, position.offset + count, position.number + 1, token and str(token))

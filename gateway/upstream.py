@@ -68,7 +68,7 @@ def _decode(response: httpx.Response) -> Any:
         return None
     try:
         return _json.decode(response.content)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # RecursionError: nested too deeply
         return _INVALID
 
 

@@ -93,3 +93,84 @@ def formation_sandbox() -> Iterator[Server]:
     server = Server(["sandbox"], health="/contacts")
     yield server
     server.stop()
+
+
+# -- end-to-end helpers: clean environments, the seed contact, configured gateways --
+
+E2E_API_KEYS = ("e2e-key-primary", "e2e-key-secondary")
+E2E_TOKEN = "e2e-formation"
+E2E_BAD_CREDENTIAL_TOKEN = "e2e-formation-bad-credential"
+
+
+def without_gateway_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment less every GATEWAY_* variable: what the embedded default starts from."""
+    return {k: v for k, v in (os.environ if environ is None else environ).items() if not k.startswith("GATEWAY_")}
+
+
+def clean_server(args: list[str], env: dict[str, str] | None = None, health: str = "/health") -> Server:
+    """A `Server` whose process inherits no GATEWAY_* variable but those given in env."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in [n for n in os.environ if n.startswith("GATEWAY_")]:
+            patch.delenv(name)
+        return Server(args, env, health)
+
+
+def seed_contact(shared: Path) -> dict:
+    """The unified contact of seeds/000: the first JSON object after the SDK snippet."""
+    import json
+
+    text = seed(shared, "000")
+    start = text.index("{", text.index("run();"))
+    contact, _ = json.JSONDecoder().raw_decode(text, start)
+    return contact
+
+
+def openapi(shared: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load((shared / "reference" / "panora-accounting-openapi.yaml").read_text(encoding="utf-8"))
+
+
+def contact_input(shared: Path) -> dict:
+    """The seed contact's fields that the contract's UnifiedAccountingContactInput defines."""
+    fields = openapi(shared)["components"]["schemas"]["UnifiedAccountingContactInput"]["properties"]
+    return {k: v for k, v in seed_contact(shared).items() if k in fields}
+
+
+def write_connections(directory: Path, base_url: str) -> Path:
+    """A connections file for the Formation sandbox at base_url; the credentials come from the environment."""
+    from gateway import sandbox
+
+    path = directory / "connections.yaml"
+    path.write_text(f"""\
+connections:
+  - token: {E2E_TOKEN}
+    provider: formation
+    name: e2e-formation
+    base_url: {base_url}
+    credentials:
+      api_key: ${{E2E_FORMATION_API_KEY}}
+    context:
+      company_id: "{sandbox.COMPANY_ID}"
+  - token: {E2E_BAD_CREDENTIAL_TOKEN}
+    provider: formation
+    name: e2e-formation-bad-credential
+    base_url: {base_url}
+    credentials:
+      api_key: ${{E2E_FORMATION_WRONG_KEY}}
+    context:
+      company_id: "{sandbox.COMPANY_ID}"
+""", encoding="utf-8")
+    return path
+
+
+def configured_gateway(directory: Path, sandbox_url: str) -> Server:
+    """`gateway serve` configured through GATEWAY_API_KEYS and GATEWAY_CONNECTIONS."""
+    from gateway import sandbox
+
+    return clean_server(["serve"], {
+        "GATEWAY_API_KEYS": ", ".join(E2E_API_KEYS),
+        "GATEWAY_CONNECTIONS": str(write_connections(directory, sandbox_url)),
+        "E2E_FORMATION_API_KEY": sandbox.API_KEY,
+        "E2E_FORMATION_WRONG_KEY": "not-the-formation-key",
+    })

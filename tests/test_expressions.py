@@ -1,0 +1,305 @@
+"""Templates (YAML -> one JMESPath expression), strip_nulls, and reads() path analysis.
+
+Also the request side of a compiled Operation, which is built from these:
+path filling, query rendering and the fields a create leaves behind.
+"""
+
+import datetime
+
+import jmespath
+import msgspec
+import pytest
+
+from gateway.expressions import ExpressionError, compile_expression, compile_template, reads, strip_nulls
+from gateway.functions import Functions
+from gateway.mapping import OperationSpec
+from gateway.operation import Operation, TranslationError
+
+OPTIONS = jmespath.Options(custom_functions=Functions({"status": {"Active": "active"}}, {"company_id": "c-1"}))
+
+
+def render(template, data, key="$.t"):
+    return compile_template(template, key).search(data, options=OPTIONS)
+
+
+# -- compile_expression -------------------------------------------------------
+
+
+def test_compile_expression_compiles_once_for_reuse():
+    expression = compile_expression("a.b", "$.x")
+    assert expression.search({"a": {"b": 1}}) == 1
+    assert expression.search({"a": {"b": 2}}) == 2
+
+
+@pytest.mark.parametrize("source", ["a[", "a.", "foo(", "`{\"a\"`", "a ||", "[?]"])
+def test_compile_expression_reports_the_key_and_the_source(source):
+    with pytest.raises(ExpressionError) as info:
+        compile_expression(source, "$.objects.contacts.unify.name")
+    assert info.value.key == "$.objects.contacts.unify.name"
+    assert repr(source) in info.value.reason
+    assert "bad JMESPath expression" in info.value.reason
+    assert "\n" not in str(info.value)  # one line, fit for a log or a terminal
+    assert str(info.value).startswith("$.objects.contacts.unify.name: ")
+
+
+# -- templates ----------------------------------------------------------------
+
+
+def test_a_string_leaf_is_an_expression():
+    assert render("a.b", {"a": {"b": "x"}}) == "x"
+    assert render("a || b", {"b": 2}) == 2
+    assert render("a | length(@)", {"a": [1, 2, 3]}) == 3  # a pipe stays inside its leaf
+
+
+def test_a_mapping_becomes_an_object_of_its_rendered_leaves():
+    template = {"full_name": "body.name", "billing": {"tax_id": "body.tax_number", "country": "'US'"}}
+    assert render(template, {"body": {"name": "Ann", "tax_number": "9"}}) == {
+        "full_name": "Ann", "billing": {"tax_id": "9", "country": "US"}}
+
+
+def test_missing_values_render_as_null():
+    assert render({"a": "nothing.here", "b": {"c": "nope"}}, {}) == {"a": None, "b": {"c": None}}
+
+
+def test_a_list_becomes_an_array_of_its_rendered_leaves():
+    assert render(["a", "b", ["c"]], {"a": 1, "b": 2, "c": 3}) == [1, 2, [3]]
+
+
+@pytest.mark.parametrize("leaf, expected", [
+    (1, 1), (0, 0), (-7, -7), (2.5, 2.5), (True, True), (False, False), (None, None), (10 ** 15, 10 ** 15),
+])
+def test_number_boolean_and_null_leaves_are_literals(leaf, expected):
+    result = render({"v": leaf, "nested": [leaf]}, {"v": "not this"})
+    assert result == {"v": expected, "nested": [expected]}
+    assert type(result["v"]) is type(expected)
+
+
+def test_a_string_leaf_that_looks_like_a_number_is_still_an_expression():
+    # In JMESPath a bare `'1'` is a raw string literal and `1` does not parse.
+    assert render({"v": "'1'"}, {}) == {"v": "1"}
+    assert render({"v": "`1`"}, {}) == {"v": 1}
+
+
+def test_empty_mappings_and_lists_are_literals():
+    assert render({"e": {}, "l": []}, {"e": "not this", "l": "nor this"}) == {"e": {}, "l": []}
+    assert render({}, {"x": 1}) == {}
+    assert render([], {"x": 1}) == []
+
+
+@pytest.mark.parametrize("name", [
+    "b c", "x-api-key", "1st", "a.b", "with\"quote", "back\\slash", "ünïcode", "", "@", "a|b", "`tick`", "new\nline",
+])
+def test_keys_that_are_not_identifiers_are_quoted(name):
+    assert render({name: "v", "plain": "v"}, {"v": 1}) == {name: 1, "plain": 1}
+
+
+def test_keys_are_never_evaluated_as_expressions():
+    # A key like "a), evil: (b" must be one quoted key, not template syntax.
+    key = "a), evil: (b"
+    assert render({key: "v"}, {"v": 1, "a": 2, "b": 3}) == {key: 1}
+
+
+def test_non_string_keys_from_yaml_become_strings():
+    assert render({1: "v", 2.5: "v", False: "v"}, {"v": "x"}) == {"1": "x", "2.5": "x", "False": "x"}
+
+
+def test_a_leaf_cannot_break_out_of_its_parentheses():
+    with pytest.raises(ExpressionError) as info:
+        compile_template({"a": "x), evil: (y"}, "$.t")
+    assert info.value.key == "$.t.a"
+
+
+def test_a_bad_leaf_is_reported_at_its_own_key():
+    with pytest.raises(ExpressionError) as info:
+        compile_template({"billing": {"tax_id": "body.tax["}}, "$.objects.contacts.create.body")
+    assert info.value.key == "$.objects.contacts.create.body.billing.tax_id"
+    assert "'body.tax['" in info.value.reason
+
+
+def test_a_bad_list_leaf_is_reported_with_its_index():
+    with pytest.raises(ExpressionError) as info:
+        compile_template({"items": ["a", "b["]}, "$.q")
+    assert info.value.key == "$.q.items[1]"
+
+
+@pytest.mark.parametrize("leaf, kind", [
+    (datetime.date(2024, 6, 15), "date"),  # YAML reads an unquoted 2024-06-15 as a date
+    (b"bytes", "bytes"),
+    ({1, 2}, "set"),
+])
+def test_other_leaf_types_are_refused_naming_the_type(leaf, kind):
+    with pytest.raises(ExpressionError) as info:
+        compile_template({"when": leaf}, "$.x")
+    assert info.value.key == "$.x.when"
+    assert kind in info.value.reason
+
+
+def test_a_template_renders_in_one_search_with_custom_functions():
+    template = {"status": "to_remote(body.status, 'status')", "company": "context('company_id')",
+                "at": "from_iso(body.at, 'epoch')"}
+    doc = {"body": {"status": "Active", "at": "2024-06-15T12:00:00Z"}}
+    assert render(template, doc) == {"status": "active", "company": "c-1", "at": 1718452800}
+
+
+# -- strip_nulls --------------------------------------------------------------
+
+
+def test_strip_nulls_drops_null_members_and_objects_left_empty():
+    value = {"a": None, "b": {"c": None}, "d": {"e": {"f": None}}, "g": 1}
+    assert strip_nulls(value) == {"g": 1}
+
+
+def test_strip_nulls_keeps_falsy_values_that_are_not_null():
+    value = {"zero": 0, "false": False, "empty": "", "list": []}
+    assert strip_nulls(value) == value
+
+
+def test_strip_nulls_recurses_into_lists_but_keeps_their_length():
+    value = {"items": [{"a": None, "b": 1}, None, {"c": None}]}
+    assert strip_nulls(value) == {"items": [{"b": 1}, None, {}]}
+
+
+def test_strip_nulls_leaves_scalars_and_does_not_mutate():
+    assert strip_nulls(None) is None
+    assert strip_nulls("x") == "x"
+    original = {"a": None, "b": {"c": None}}
+    strip_nulls(original)
+    assert original == {"a": None, "b": {"c": None}}
+
+
+# -- reads() ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("source, expected", [
+    ("body.name", {("body", "name")}),
+    ("body.billing.tax_id", {("body", "billing", "tax_id")}),
+    ("body", {("body",)}),
+    ("@", {()}),
+    ("`1`", set()),
+    ("'vendor'", set()),
+    ("body.a || body.b", {("body", "a"), ("body", "b")}),
+    ("body.a && body.b", {("body", "a"), ("body", "b")}),
+    ("!body.a", {("body", "a")}),
+    ("body.a == 'x'", {("body", "a")}),
+    ("(body.is_supplier && 'vendor') || (body.is_customer && 'customer') || 'customer'",
+     {("body", "is_supplier"), ("body", "is_customer")}),
+    ("body.company_info_id || context.company_id", {("body", "company_info_id"), ("context", "company_id")}),
+    ("to_remote(body.status, 'contact_status')", {("body", "status")}),
+    ("length(body)", {("body",)}),
+    ("{a: body.a, b: body.b.c}", {("body", "a"), ("body", "b", "c")}),
+    ("[body.a, body.b]", {("body", "a"), ("body", "b")}),
+    ("body.{a: x, b: y}", {("body", "x"), ("body", "y")}),
+    ("body.items[*].value", {("body", "items", "[]", "value")}),
+    ("body.items[].value", {("body", "items", "[]", "value")}),
+    ("body.items[]", {("body", "items", "[]")}),
+    ("body.items[*]", {("body", "items", "[]")}),
+    ("body.items[?value > `1`].name", {("body", "items", "[]", "value"), ("body", "items", "[]", "name")}),
+    ("body.fields.*", {("body", "fields", "[]")}),
+    ("body.items[0]", {("body", "items")}),
+    ("body.items[0:2]", {("body", "items", "[]")}),  # a slice projects: each element, whole
+    ("body.items[::-1].value", {("body", "items", "[]", "value")}),
+    ("body | name", {("body", "name")}),
+    ("body.items[*].{n: name, v: value}", {("body", "items", "[]", "name"), ("body", "items", "[]", "value")}),
+])
+def test_reads(source, expected):
+    assert reads(jmespath.compile(source)) == expected
+
+
+def test_reads_of_a_whole_template():
+    template = compile_template({"full_name": "body.name", "billing": {"tax_id": "body.tax_number"},
+                                 "company_id": "body.company_info_id || context.company_id", "kind": "'x'",
+                                 "n": 1}, "$.t")
+    assert reads(template) == {("body", "name"), ("body", "tax_number"), ("body", "company_info_id"),
+                               ("context", "company_id")}
+
+
+# -- the request side of an Operation ----------------------------------------
+
+
+def operation(verb="create", **spec):
+    return Operation(msgspec.convert(spec, OperationSpec), verb, f"$.objects.invoices.{verb}")
+
+
+def test_path_expressions_are_filled_and_percent_encoded():
+    op = operation("retrieve", path="/companies/{context.company_id}/contacts/{id}")
+    request = op.request({"id": "a/b?c#d%e f", "context": {"company_id": "c 1"}}, OPTIONS)
+    assert request.path == "/companies/c%201/contacts/a%2Fb%3Fc%23d%25e%20f"
+
+
+@pytest.mark.parametrize("value", ["..", ".", "", None, {"a": 1}, [1], True])
+def test_path_values_that_would_leave_the_segment_or_mean_nothing_are_refused(value):
+    op = operation("retrieve", path="/contacts/{id}")
+    with pytest.raises(TranslationError, match="id"):
+        op.request({"id": value}, OPTIONS)
+
+
+def test_a_number_in_a_path_is_written_as_text():
+    assert operation("retrieve", path="/contacts/{id}").request({"id": 42}, OPTIONS).path == "/contacts/42"
+
+
+def test_a_path_must_start_with_a_slash():
+    with pytest.raises(ExpressionError) as info:
+        operation("retrieve", path="contacts/{id}")
+    assert info.value.key == "$.objects.invoices.retrieve.path"
+
+
+def test_query_values_render_as_strings_dropping_nulls_and_repeating_lists():
+    op = operation("list", path="/x", query={"skip": "page.offset", "flag": "`true`", "off": "`false`", "gone": "nothing",
+                                             "ids": "`[1, \"b\"]`", "name": "'a b'"})
+    request = op.request({"page": {"offset": 0}}, OPTIONS)
+    assert request.query == [("skip", "0"), ("flag", "true"), ("off", "false"), ("ids", "1"), ("ids", "b"),
+                             ("name", "a b")]
+
+
+def test_an_object_as_a_query_value_cannot_be_translated():
+    op = operation("list", path="/x", query={"filter": "`{\"a\": 1}`"})
+    with pytest.raises(TranslationError, match="filter"):
+        op.request({}, OPTIONS)
+
+
+def test_body_and_headers_lose_their_nulls():
+    op = operation(path="/x", method="POST", headers={"X-Company": "context('company_id')", "X-None": "nothing"},
+                   body={"a": "body.a", "b": {"c": "body.c"}})
+    request = op.request({"body": {"a": 1}}, OPTIONS)
+    assert request.method == "POST"
+    assert request.headers == {"X-Company": "c-1"}
+    assert request.body == {"a": 1}
+
+
+def test_a_function_failing_on_the_request_is_a_translation_error():
+    op = operation(path="/x", method="POST", body={"at": "from_iso(body.at, 'epoch')"})
+    with pytest.raises(TranslationError, match="from_iso"):
+        op.request({"body": {"at": "not a date"}}, OPTIONS)
+
+
+def test_when_selects_an_alternative():
+    op = operation(path="/x", when="body.is_supplier")
+    assert op.applies({"body": {"is_supplier": True}}, OPTIONS)
+    assert not op.applies({"body": {"is_supplier": False}}, OPTIONS)
+    assert operation(path="/x").applies({}, OPTIONS)
+
+
+def test_ignored_names_the_body_fields_the_operation_does_not_carry():
+    op = operation(path="/x", method="POST", body={"number": "body.number", "memo": "body.memo"})
+    body = {"number": "1", "memo": "m", "currency": "USD", "status": None, "tracking_categories": [], "field_mappings": {}}
+    assert op.ignored(body) == ["$.currency"]  # null and empty values carry nothing to lose
+
+
+def test_ignored_looks_inside_list_items_a_mapping_reads_elementwise():
+    op = operation(path="/x", method="POST", body={"lines": "body.line_items[*].{amount: value, text: name}"})
+    body = {"line_items": [{"value": 1, "name": "a", "type": "t"}, {"value": 2, "currency": "EUR", "name": None}]}
+    assert op.ignored(body) == ["$.line_items[0].type", "$.line_items[1].currency"]
+
+
+def test_ignored_is_empty_when_the_whole_body_or_a_whole_field_is_read():
+    assert operation(path="/x", method="POST", body="body").ignored({"anything": 1}) == []
+    assert operation(path="/x", method="POST", body={"raw": "@"}).ignored({"anything": 1}) == []
+    whole = operation(path="/x", method="POST", body={"lines": "body.line_items"})
+    assert whole.ignored({"line_items": [{"value": 1, "other": 2}]}) == []
+
+
+def test_ignored_counts_fields_read_by_when_path_query_and_headers_too():
+    op = operation(path="/x/{body.contact_id}", method="POST", when="body.type == 'A'",
+                   query={"m": "body.memo"}, headers={"X-C": "body.currency"}, body={"n": "body.number"})
+    body = {"contact_id": "c", "type": "A", "memo": "m", "currency": "USD", "number": "1", "balance": 3}
+    assert op.ignored(body) == ["$.balance"]

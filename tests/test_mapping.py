@@ -1,0 +1,360 @@
+"""Loading mapping files: every mistake is a MappingError naming the file, the key and the reason.
+
+And `python -m gateway check`, which is how an operator finds those mistakes.
+"""
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gateway import cli, mapping
+from gateway.mapping import MappingError
+from gateway.settings import bundled_mappings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# A small but complete mapping; each test breaks one thing in a copy of it.
+VALID = {
+    "provider": "acme",
+    "base_url": "https://api.acme.test/v1/",
+    "auth": {"type": "bearer"},
+    "errors": {"message": "error.message", "code": "error.code", "status": {"BAD": 422}},
+    "values": {"status": {"Active": "ACTIVE"}},
+    "objects": {
+        "contacts": {
+            "unify": {"id": "id", "name": "name", "status": "to_unified(status, 'status')"},
+            "create": {"method": "POST", "path": "/contacts", "body": {"name": "body.name"}, "record": "data"},
+            "list": {"path": "/contacts", "query": {"offset": "page.offset"}, "records": "items",
+                     "paging": {"style": "offset", "max_limit": 50}},
+            "retrieve": {"path": "/contacts/{id}"},
+        },
+    },
+}
+
+
+def write(tmp_path: Path, content, name: str = "acme.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(content if isinstance(content, str) else yaml.safe_dump(content, sort_keys=False))
+    return path
+
+
+def broken(tmp_path: Path, change) -> Path:
+    spec = copy.deepcopy(VALID)
+    change(spec)
+    return write(tmp_path, spec)
+
+
+def load_error(path: Path) -> str:
+    with pytest.raises(MappingError) as info:
+        mapping.load(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: "), message  # the file comes first, as an editor expects
+    return message
+
+
+# -- what loads ---------------------------------------------------------------
+
+
+def test_a_valid_file_loads_into_a_provider(tmp_path):
+    provider = mapping.load(write(tmp_path, VALID))
+    assert provider.name == "acme"
+    assert provider.base_url == "https://api.acme.test/v1"  # the trailing slash goes
+    assert provider.auth.type == "bearer" and provider.auth.credential == "api_key"
+    assert provider.error_status == {"BAD": 422}
+    assert [op.verb for op in provider.operations("contacts", "create")] == ["create"]
+    assert provider.operations("contacts", "list")[0].spec.paging.max_limit == 50
+    assert provider.operations("invoices", "list") == ()
+    assert provider.operations("contacts", "delete") == ()
+    assert provider.source == tmp_path / "acme.yaml"
+
+
+def test_alternatives_compile_in_order(tmp_path):
+    path = broken(tmp_path, lambda s: s["objects"]["contacts"].update(retrieve=[
+        {"path": "/people/{id}", "when": "starts_with(id, 'p')"}, {"path": "/companies/{id}"}]))
+    ops = mapping.load(path).operations("contacts", "retrieve")
+    assert [op.key for op in ops] == ["$.objects.contacts.retrieve[0]", "$.objects.contacts.retrieve[1]"]
+
+
+def test_the_bundled_formation_mapping_loads():
+    providers = mapping.load_dir(bundled_mappings())
+    formation = providers["formation"]
+    assert formation.base_url == "https://api.clemta.com"
+    assert formation.auth.header == "X-API-KEY"
+    assert set(formation.objects) == {"contacts"}
+    assert {verb for verb in ("create", "list", "retrieve") if formation.operations("contacts", verb)} == {
+        "create", "list", "retrieve"}
+
+
+def test_a_request_side_slice_compiles(tmp_path):
+    # reads() used to crash on a slice's numeric children, with a TypeError instead of loading.
+    path = broken(tmp_path, lambda s: s["objects"]["contacts"]["create"].update(
+        body={"name": "body.name", "first": "body.field_mappings.tags[0:1]"}))
+    assert mapping.load(path).operations("contacts", "create")
+
+
+# -- broken YAML --------------------------------------------------------------
+
+
+def test_broken_yaml(tmp_path):
+    path = write(tmp_path, "provider: acme\nauth: {type: bearer\nbase_url: https://x.test\n")
+    message = load_error(path)
+    assert ": $: cannot read YAML" in message
+    assert "line" in message  # PyYAML says where
+
+
+def test_a_file_that_is_not_a_mapping(tmp_path):
+    message = load_error(write(tmp_path, "- just\n- a list\n"))
+    assert ": $: " in message and "Expected `object`, got `array`" in message
+
+
+def test_an_empty_file(tmp_path):
+    message = load_error(write(tmp_path, ""))
+    assert ": $: " in message and "got `null`" in message
+
+
+def test_a_missing_file(tmp_path):
+    message = load_error(tmp_path / "nope.yaml")
+    assert "cannot read YAML" in message and "No such file" in message
+
+
+# -- unknown keys and wrong types ---------------------------------------------
+
+
+@pytest.mark.parametrize("change, key, field", [
+    (lambda s: s.update(providr="x"), "$", "providr"),
+    (lambda s: s["auth"].update(heder="X"), "$.auth", "heder"),
+    (lambda s: s["errors"].update(mesage="m"), "$.errors", "mesage"),
+    (lambda s: s["objects"]["contacts"].update(lists={"path": "/x"}), "$.objects.contacts", "lists"),
+    (lambda s: s["objects"]["contacts"]["list"].update(recrods="x"), "$.objects.contacts.list", "recrods"),
+    (lambda s: s["objects"]["contacts"]["list"]["paging"].update(stlye="page"), "$.objects.contacts.list.paging", "stlye"),
+])
+def test_unknown_keys(tmp_path, change, key, field):
+    message = load_error(broken(tmp_path, change))
+    assert f": {key}: " in message
+    assert "unknown field" in message and f"`{field}`" in message
+
+
+@pytest.mark.parametrize("change, key, reason", [
+    (lambda s: s.update(provider=["acme"]), "$.provider", "Expected `str`, got `array`"),
+    (lambda s: s.update(base_url=42), "$.base_url", "Expected `str`, got `int`"),
+    (lambda s: s.update(objects=["contacts"]), "$.objects", "Expected `object`, got `array`"),
+    (lambda s: s["auth"].update(type="oauth"), "$.auth.type", "'oauth'"),
+    (lambda s: s["objects"]["contacts"]["list"]["paging"].update(max_limit="ten"),
+     "$.objects.contacts.list.paging.max_limit", "Expected `int`, got `str`"),
+    (lambda s: s["objects"]["contacts"]["list"]["paging"].update(style="cursor"),
+     "$.objects.contacts.list.paging.style", "'cursor'"),
+    (lambda s: s["objects"]["contacts"]["create"].update(method="FETCH"),
+     "$.objects.contacts.create.method", "'FETCH'"),
+    (lambda s: s["objects"]["contacts"]["create"].update(path=7), "$.objects.contacts.create.path", "got `int`"),
+    (lambda s: s["errors"]["status"].update(BAD="four-two-two"), "$.errors.status.BAD", "Expected `int`, got `str`"),
+    (lambda s: s["objects"]["contacts"].update(unify=["id"]), "$.objects.contacts.unify", "Expected `object`"),
+    (lambda s: s["values"].update(status="Active"), "$.values.status", "Expected `object`, got `str`"),
+])
+def test_wrong_types(tmp_path, change, key, reason):
+    message = load_error(broken(tmp_path, change))
+    assert f": {key}: " in message
+    assert reason in message
+
+
+def test_the_key_names_which_object_is_wrong(tmp_path):
+    # msgspec writes dict keys as `[...]`; with several objects the key must say which one.
+    def change(s):
+        s["objects"]["accounts"] = {"unify": {"id": "id"}, "list": {"path": "/accounts"}}
+        s["objects"]["invoices"] = {"unify": {"id": "id"}, "list": {"path": "/invoices", "paging": {"max_limit": "x"}}}
+    message = load_error(broken(tmp_path, change))
+    assert ": $.objects.invoices.list.paging.max_limit: Expected `int`, got `str`" in message
+    assert "[...]" not in message
+
+
+def test_the_key_names_the_entry_inside_a_list_alternative(tmp_path):
+    path = broken(tmp_path, lambda s: s["objects"]["contacts"].update(retrieve=[
+        {"path": "/a/{id}"}, {"path": "/b/{id}", "paging": {"stlye": "x"}}]))
+    assert ": $.objects.contacts.retrieve[1].paging: Object contains unknown field `stlye`" in load_error(path)
+
+
+def test_a_key_that_is_not_a_string(tmp_path):
+    path = write(tmp_path, yaml.safe_dump(VALID).replace("  status:\n    Active: ACTIVE", "  status:\n    1: ACTIVE"))
+    message = load_error(path)
+    assert ": $.values.status: Expected `str`, got `int`" in message
+    assert "key`" not in message
+
+
+def test_missing_required_keys(tmp_path):
+    message = load_error(broken(tmp_path, lambda s: s.pop("auth")))
+    assert ": $: " in message and "missing required field `auth`" in message
+    message = load_error(broken(tmp_path, lambda s: s["objects"]["contacts"]["retrieve"].pop("path")))
+    assert ": $.objects.contacts.retrieve: " in message and "`path`" in message
+
+
+def test_a_base_url_that_is_not_http(tmp_path):
+    message = load_error(broken(tmp_path, lambda s: s.update(base_url="ftp://acme.test")))
+    assert ": $.base_url: " in message and "http:// or https://" in message
+
+
+# -- bad JMESPath ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("change, key, source", [
+    (lambda s: s["objects"]["contacts"]["unify"].update(name="full_name["), "$.objects.contacts.unify.name", "full_name["),
+    (lambda s: s["objects"]["contacts"]["create"]["body"].update(name="body.name ||"),
+     "$.objects.contacts.create.body.name", "body.name ||"),
+    (lambda s: s["objects"]["contacts"]["create"].update(record="data."), "$.objects.contacts.create.record", "data."),
+    (lambda s: s["objects"]["contacts"]["create"].update(when="body.["), "$.objects.contacts.create.when", "body.["),
+    (lambda s: s["objects"]["contacts"]["list"].update(records="items[?"), "$.objects.contacts.list.records", "items[?"),
+    (lambda s: s["objects"]["contacts"]["list"].update(total="meta..total"), "$.objects.contacts.list.total", "meta..total"),
+    (lambda s: s["objects"]["contacts"]["list"]["query"].update(offset="page.(offset"),
+     "$.objects.contacts.list.query.offset", "page.(offset"),
+    (lambda s: s["objects"]["contacts"]["list"]["paging"].update(style="token", next="meta.next["),
+     "$.objects.contacts.list.paging.next", "meta.next["),
+    (lambda s: s["objects"]["contacts"]["retrieve"].update(path="/contacts/{id[}"),
+     "$.objects.contacts.retrieve.path", "id["),
+    (lambda s: s["errors"].update(message="error.["), "$.errors.message", "error.["),
+    (lambda s: s["errors"].update(code="error.code]"), "$.errors.code", "error.code]"),
+    (lambda s: s.update(headers={"X-Tenant": "context.tenant["}), "$.headers.X-Tenant", "context.tenant["),
+])
+def test_bad_jmespath(tmp_path, change, key, source):
+    message = load_error(broken(tmp_path, change))
+    assert f": {key}: " in message
+    assert f"bad JMESPath expression {source!r}" in message
+
+
+def test_a_bad_leaf_in_a_list_alternative_names_its_index(tmp_path):
+    path = broken(tmp_path, lambda s: s["objects"]["contacts"].update(retrieve=[
+        {"path": "/people/{id}"}, {"path": "/companies/{id}", "when": "id.["}]))
+    assert ": $.objects.contacts.retrieve[1].when: " in load_error(path)
+
+
+def test_a_template_leaf_of_the_wrong_type(tmp_path):
+    # An unquoted 2024-06-15 in YAML is a date, not an expression.
+    path = write(tmp_path, yaml.safe_dump(VALID).replace("name: body.name", "name: 2024-06-15"))
+    message = load_error(path)
+    assert ": $.objects.contacts.create.body.name: " in message and "not date" in message
+
+
+# -- the unified API's shape ----------------------------------------------------
+
+
+def test_an_unknown_unified_object(tmp_path):
+    path = broken(tmp_path, lambda s: s["objects"].update(contactz={"unify": {"id": "id"}}))
+    message = load_error(path)
+    assert ": $.objects.contactz: " in message
+    assert "unknown unified object" in message and "contacts" in message  # and lists the known ones
+
+
+def test_create_on_an_object_that_has_no_create(tmp_path):
+    path = broken(tmp_path, lambda s: s["objects"].update(
+        addresses={"unify": {"id": "id"}, "create": {"method": "POST", "path": "/addresses"}}))
+    message = load_error(path)
+    assert ": $.objects.addresses.create: " in message
+    assert "no create for addresses" in message
+
+
+def test_list_and_retrieve_on_an_object_without_create_are_fine(tmp_path):
+    path = broken(tmp_path, lambda s: s["objects"].update(
+        addresses={"unify": {"id": "id", "street_1": "line1"}, "list": {"path": "/addresses"}}))
+    assert mapping.load(path).operations("addresses", "list")
+
+
+@pytest.mark.parametrize("field", ["full_name", "remote_data", "Name"])
+def test_a_unify_key_that_is_not_a_unified_field(tmp_path, field):
+    path = broken(tmp_path, lambda s: s["objects"]["contacts"]["unify"].update({field: "x"}))
+    message = load_error(path)
+    assert f": $.objects.contacts.unify.{field}: " in message
+    assert "not a field of the unified ContactOutput" in message
+    assert "email_address" in message  # it lists the fields there are
+
+
+@pytest.mark.parametrize("verb", ["create", "list", "retrieve"])
+def test_a_path_not_starting_with_a_slash(tmp_path, verb):
+    path = broken(tmp_path, lambda s: s["objects"]["contacts"][verb].update(path="contacts"))
+    message = load_error(path)
+    assert f": $.objects.contacts.{verb}.path: " in message
+    assert "starts with /" in message
+
+
+def test_a_full_url_as_a_path_is_refused(tmp_path):
+    # A path is relative to the connection's base URL; it cannot name another host.
+    path = broken(tmp_path, lambda s: s["objects"]["contacts"]["retrieve"].update(path="https://evil.test/{id}"))
+    assert ": $.objects.contacts.retrieve.path: " in load_error(path)
+
+
+# -- a directory of mappings ----------------------------------------------------
+
+
+def test_load_dir_indexes_providers_by_name(tmp_path):
+    write(tmp_path, VALID, "acme.yaml")
+    write(tmp_path, {**VALID, "provider": "other"}, "other.yaml")
+    (tmp_path / "notes.txt").write_text("not a mapping")
+    assert set(mapping.load_dir(tmp_path)) == {"acme", "other"}
+
+
+def test_load_dir_refuses_two_files_for_one_provider(tmp_path):
+    write(tmp_path, VALID, "a.yaml")
+    second = write(tmp_path, VALID, "b.yaml")
+    with pytest.raises(MappingError) as info:
+        mapping.load_dir(tmp_path)
+    assert str(info.value).startswith(f"{second}: $.provider: ")
+    assert str(tmp_path / "a.yaml") in str(info.value)
+
+
+def test_load_dir_on_a_missing_directory(tmp_path):
+    with pytest.raises(MappingError, match="no such directory"):
+        mapping.load_dir(tmp_path / "missing")
+
+
+def test_load_dir_reports_the_broken_file(tmp_path):
+    write(tmp_path, VALID, "a.yaml")
+    bad = broken(tmp_path, lambda s: s.update(provider="zz", base_url="nope"))
+    with pytest.raises(MappingError) as info:
+        mapping.load_dir(tmp_path)
+    assert str(info.value).startswith(f"{bad}: $.base_url: ")
+
+
+# -- gateway check ----------------------------------------------------------------
+
+
+def run_check(*paths: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gateway", "check", *paths], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_check_passes_on_the_bundled_mappings():
+    result = run_check()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ok" in result.stdout and "formation" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_check_fails_on_a_broken_file_naming_file_key_and_reason(tmp_path):
+    bad = broken(tmp_path, lambda s: s["objects"]["contacts"]["unify"].update(nmae="name"))
+    result = run_check(str(bad))
+    assert result.returncode != 0
+    assert f"FAIL {bad}: $.objects.contacts.unify.nmae: not a field of the unified ContactOutput" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_check_reports_every_file_of_a_directory(tmp_path):
+    good = write(tmp_path, VALID, "a.yaml")
+    bad = write(tmp_path, "provider: [\n", "b.yaml")
+    result = run_check(str(tmp_path))
+    assert result.returncode == 1
+    assert f"ok   {good}: provider acme, 1 object(s), 3 operation(s)" in result.stdout
+    assert f"FAIL {bad}: $: cannot read YAML" in result.stdout
+
+
+def test_check_in_process(tmp_path, capsys):
+    good = write(tmp_path, VALID, "a.yaml")
+    assert cli.main(["check", str(good)]) == 0
+    bad = broken(tmp_path, lambda s: s["objects"]["contacts"]["list"].update(path="contacts"))
+    assert cli.main(["check", str(good), str(bad)]) == 1
+    out = capsys.readouterr().out
+    assert f"FAIL {bad}: $.objects.contacts.list.path: a path starts with /" in out
+
+
+def test_check_with_no_mapping_files_fails(tmp_path, capsys):
+    assert cli.main(["check", str(tmp_path)]) == 2
+    assert "no mapping files" in capsys.readouterr().err
