@@ -57,6 +57,9 @@ class OperationSpec(Spec):
     records: str = "@"  # list: where the records sit in the response
     total: str | None = None  # list: the total count, where the provider gives one
     paging: PagingSpec = msgspec.field(default_factory=PagingSpec)
+    # create: unified fields the provider stores but does not answer with;
+    # the unified answer takes them from the request.
+    echo: list[str] = []
 
 
 Alternatives = OperationSpec | list[OperationSpec]
@@ -201,6 +204,10 @@ def _compile(spec: MappingFile, path: Path) -> Provider:
                 continue
             if not isinstance(alternatives, list):
                 alternatives = [alternatives]
+            for i, alt in enumerate(alternatives):
+                unknown = [f for f in alt.echo if verb != "create" or f not in unified.input.__struct_fields__]
+                if unknown:
+                    raise ExpressionError(f"{key}.{verb}.echo", f"echo takes fields of the unified {name} input, on create only: {', '.join(unknown)}")
             operations[verb] = tuple(
                 Operation(alt, verb, f"{key}.{verb}" + (f"[{i}]" if len(alternatives) > 1 else ""))
                 for i, alt in enumerate(alternatives)

@@ -152,8 +152,8 @@ class Gateway:
     # -- handlers ------------------------------------------------------------
 
     async def retrieve(self, request: Request) -> Response:
-        obj = self._object(request)
         conn = self._connection(request)
+        obj = self._object(request)
         remote_data = _flag(request, "remote_data")
         record_id = request.path_params["id"]
         doc = self._document(request, conn, id=record_id)
@@ -167,14 +167,14 @@ class Gateway:
         return _json_response(self._unify(conn, obj, record, remote_data))
 
     async def create(self, request: Request) -> Response:
-        obj = self._object(request)
         conn = self._connection(request)
+        obj = self._object(request)
         if obj.input is None:
             raise GatewayError(405, "method_not_allowed", f"{obj.name} cannot be created through the unified API")
+        ops = self._operations(conn, obj, "create")
         remote_data = _flag(request, "remote_data")
         body = self._body(await request.body(), obj)
         doc = self._document(request, conn, body=body)
-        ops = self._operations(conn, obj, "create")
         op = next((o for o in ops if o.applies(doc, conn.options)), None)
         if op is None:
             raise unprocessable("no_matching_operation", f"{conn.provider.name} has no way to create this {obj.name}; see its mapping's `when` conditions")
@@ -182,6 +182,9 @@ class Gateway:
         data = await self._call(conn, op, doc)
         record = self._extract(conn, op.record, data, "the created record")
         output = self._unify(conn, obj, record, remote_data)
+        for name in op.spec.echo:
+            if body.get(name) is not None:
+                setattr(output, name, body[name])
         headers = None
         if ignored:
             listed = ", ".join(_printable(p) for p in ignored)
@@ -207,8 +210,8 @@ class Gateway:
         return body
 
     async def list(self, request: Request) -> Response:
-        obj = self._object(request)
         conn = self._connection(request)
+        obj = self._object(request)
         remote_data = _flag(request, "remote_data")
         limit = _limit(request)
         scope = conn.scope + obj.name.encode()
@@ -242,8 +245,8 @@ class Gateway:
                 "token": position.token}
         data = await self._call(conn, op, self._document(request, conn, page=page))
         records = self._extract(conn, op.records, data, "the records")
-        if records is None:
-            records = []
+        # Strict: a missing array is more likely a changed envelope than an empty
+        # page. A provider that omits empty arrays says `records: X || `[]``.
         if not isinstance(records, list):
             raise bad_gateway("upstream_unmappable", f"{conn.provider.name}'s list response has no array where the mapping expects records",
                               provider=conn.provider.name)

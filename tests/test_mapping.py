@@ -358,3 +358,17 @@ def test_check_in_process(tmp_path, capsys):
 def test_check_with_no_mapping_files_fails(tmp_path, capsys):
     assert cli.main(["check", str(tmp_path)]) == 2
     assert "no mapping files" in capsys.readouterr().err
+
+
+def test_echo_names_input_fields_of_a_create_only(tmp_path):
+    from gateway.mapping import MappingError, load
+
+    base = "provider: p\nbase_url: https://p.test\nauth: {type: none}\nobjects:\n  contacts:\n    unify: {id: id}\n"
+    bad_field = tmp_path / "a.yaml"
+    bad_field.write_text(base + "    create: {method: POST, path: /c, echo: [remote_id]}\n")
+    with pytest.raises(MappingError, match=r"objects\.contacts\.create\.echo.*remote_id"):
+        load(bad_field)
+    on_list = tmp_path / "b.yaml"
+    on_list.write_text(base + "    list: {path: /c, echo: [name]}\n")
+    with pytest.raises(MappingError, match=r"objects\.contacts\.list\.echo"):
+        load(on_list)

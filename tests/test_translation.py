@@ -172,7 +172,7 @@ def test_the_seed_contact_reaches_formation_and_comes_back_unified(client, httpx
     response = client.post("/accounting/contacts", headers=H, json=body)
     assert response.status_code == 201, response.text
     out = response.json()
-    assert out.pop("company_info_id")  # see test_a_created_contact_reports_the_company_it_was_created_in
+    assert out.pop("company_info_id") == body["company_info_id"]
     assert out == {
         "name": "John Doe", "is_supplier": True, "is_customer": False, "email_address": "john.doe@example.com",
         "tax_number": "123456789", "status": "Active", "currency": None, "remote_updated_at": "2024-06-15T12:00:00Z",
@@ -210,8 +210,6 @@ def test_the_whole_seed_payload_reports_the_output_only_fields_as_ignored(client
     assert response.json()["id"] == created_record(seed_payload)["id"]  # Formation's id, not the one sent
 
 
-@pytest.mark.xfail(strict=True, reason="Formation records do not echo company_id, and the mapping fills "
-                                        "company_info_id from the connection's context, not the created contact")
 def test_a_created_contact_reports_the_company_it_was_created_in(client, httpx_mock, seed_payload):
     httpx_mock.add_response(method="POST", url=f"{BASE}/contacts", status_code=201,
                             json=ok(created_record(seed_payload)))
@@ -509,7 +507,7 @@ ERRORS = {
     "contact not found": ((404, fail("CONTACT_NOT_FOUND", "contact not found", "Contact not found"), None),
                           (404, "not_found", "CONTACT_NOT_FOUND", "contact not found")),
     "company not found": ((404, fail("COMPANY_NOT_FOUND", "company x not found"), None),
-                          (404, "not_found", "COMPANY_NOT_FOUND", "company x not found")),
+                          (422, "upstream_rejected", "COMPANY_NOT_FOUND", "company x not found")),
     "rate limited": ((429, fail("RATE_LIMIT_EXCEEDED", "slow down", "Too many requests"), {"Retry-After": "30"}),
                      (429, "upstream_rate_limited", "RATE_LIMIT_EXCEEDED", "slow down")),
     "rate limited without retry-after": ((429, {"message": "Too many requests"}, None),
@@ -667,6 +665,39 @@ def test_a_retrieve_answer_without_a_record_is_404(client, httpx_mock):
 # -- the caller's request ---------------------------------------------------------------------------
 
 
+LEDGER_TOKEN = "conn-token-ledger"
+LEDGER_H = {"x-api-key": API_KEY, "x-connection-token": LEDGER_TOKEN}
+# A provider that creates invoices and journal entries, so their bodies get validated
+# (an object the connection's provider cannot create is a 501 before any body check).
+LEDGER_MAPPING = """\
+provider: ledger
+base_url: https://ledger.test
+auth: {type: none}
+objects:
+  contacts:
+    unify: {id: id}
+    create: {method: POST, path: /contacts, body: body}
+  invoices:
+    unify: {id: id}
+    create: {method: POST, path: /invoices, body: body}
+  journalentries:
+    unify: {id: id}
+    create: {method: POST, path: /journals, body: body}
+"""
+
+
+@pytest.fixture
+def ledger_client(tmp_path, environ):
+    mappings = tmp_path / "mappings"
+    mappings.mkdir()
+    (mappings / "ledger.yaml").write_text(LEDGER_MAPPING)
+    connections = tmp_path / "ledger-connections.yaml"
+    connections.write_text(f"- {{token: {LEDGER_TOKEN}, provider: ledger}}\n")
+    env = {**environ, "GATEWAY_MAPPINGS": str(mappings), "GATEWAY_CONNECTIONS": str(connections)}
+    with make_client(env) as c:
+        yield c
+
+
 @pytest.mark.parametrize("path, body, field", [
     ("/accounting/contacts", {"is_supplier": "yes"}, "$.is_supplier"),
     ("/accounting/contacts", {"name": 5}, "$.name"),
@@ -678,8 +709,8 @@ def test_a_retrieve_answer_without_a_record_is_404(client, httpx_mock):
     ("/accounting/invoices", {"total_amount": "100"}, "$.total_amount"),
     ("/accounting/journalentries", {"line_items": [{"remote_generated_at": 5}]}, "$.line_items[0].remote_generated_at"),
 ])
-def test_wrong_body_types_are_422_naming_the_field(client, path, body, field):
-    response = client.post(path, headers=H, json=body)
+def test_wrong_body_types_are_422_naming_the_field(ledger_client, path, body, field):
+    response = ledger_client.post(path, headers=LEDGER_H, json=body)
     out = assert_error(response, 422, "invalid_body")
     assert out["path"] == field
     assert field in out["message"]
@@ -779,3 +810,15 @@ def test_other_paths_and_methods_answer_json_errors(client, method, path, code):
     response = client.request(method, path, headers=H)
     assert_error(response, response.status_code, code)
     assert response.status_code in (404, 405)
+
+
+def test_a_list_answer_without_its_records_array_is_502(client, httpx_mock):
+    # A changed envelope must not look like an empty list.
+    httpx_mock.add_response(url=list_url(0, 50), json={"success": True, "message": "ok", "data": {"total": 3}})
+    assert_error(client.get("/accounting/contacts", headers=H), 502, "upstream_unmappable")
+
+
+def test_an_unmapped_create_is_501_before_its_body_is_checked(client):
+    body = assert_error(client.post("/accounting/invoices", headers=H, json={"total_amount": "not a number"}),
+                        501, "operation_not_mapped")
+    assert body["provider"] == "formation" and body["operation"] == "create invoices"
