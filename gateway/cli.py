@@ -5,7 +5,7 @@ import logging
 import sys
 from pathlib import Path
 
-from . import mapping
+from . import coverage, examples, mapping
 from .connections import ConfigError
 from .settings import bundled_mappings
 
@@ -25,9 +25,13 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mapping_files(paths: list[str]) -> list[Path]:
+    roots = [Path(p) for p in paths] or [bundled_mappings()]
+    return [f for p in roots for f in (sorted(p.glob("*.yaml")) if p.is_dir() else [p])]
+
+
 def _check(args: argparse.Namespace) -> int:
-    paths = [Path(p) for p in args.paths] or [bundled_mappings()]
-    files = [f for p in paths for f in (sorted(p.glob("*.yaml")) if p.is_dir() else [p])]
+    files = _mapping_files(args.paths)
     if not files:
         print("gateway check: no mapping files found", file=sys.stderr)
         return 2
@@ -40,8 +44,27 @@ def _check(args: argparse.Namespace) -> int:
             failed += 1
             continue
         ops = sum(len(o.operations) for o in provider.objects.values())
-        print(f"ok   {path}: provider {provider.name}, {len(provider.objects)} object(s), {ops} operation(s)")
+        line = f"ok   {path}: provider {provider.name}, {len(provider.objects)} object(s), {ops} operation(s)"
+        if args.examples:
+            ran, failures = examples.check(provider)
+            for failure in failures:
+                print(f"FAIL {failure}")
+            if failures:
+                failed += 1
+                continue
+            line += f", {ran} example(s) passed"
+        print(line)
     return 1 if failed else 0
+
+
+def _coverage(args: argparse.Namespace) -> int:
+    try:
+        providers = [mapping.load(path) for path in _mapping_files(args.paths)]
+    except mapping.MappingError as exc:
+        print(f"gateway coverage: {exc}", file=sys.stderr)
+        return 1
+    print(coverage.markdown(providers))
+    return 0
 
 
 def _sandbox(args: argparse.Namespace) -> int:
@@ -66,7 +89,12 @@ def main(argv: list[str] | None = None) -> int:
 
     check = commands.add_parser("check", help="load and compile mapping files; exit non-zero on any error")
     check.add_argument("paths", nargs="*", help="mapping files or directories (default: the bundled mappings)")
+    check.add_argument("--examples", action="store_true", help="also run the examples inside the mapping files")
     check.set_defaults(run=_check)
+
+    cover = commands.add_parser("coverage", help="print, per provider, the unified operations and fields mapped")
+    cover.add_argument("paths", nargs="*", help="mapping files or directories (default: the bundled mappings)")
+    cover.set_defaults(run=_coverage)
 
     box = commands.add_parser("sandbox", help="run the fake Formation API alone (for tests and benchmarks)")
     box.add_argument("--host", default="127.0.0.1")

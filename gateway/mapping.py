@@ -36,10 +36,10 @@ class AuthSpec(Spec):
 class PagingSpec(Spec):
     """How the provider pages a list; the unified cursor hides which."""
 
-    style: Literal["offset", "page", "token", "none"] = "none"
+    style: Literal["offset", "page", "token", "link", "none"] = "none"
     max_limit: int = 100  # the most records the provider returns per call
     first_page: int = 1  # page style: the number of the first page
-    next: str | None = None  # token style: where the response names the next page
+    next: str | None = None  # token, link styles: where the response names the next page
 
 
 class OperationSpec(Spec):
@@ -60,6 +60,32 @@ class OperationSpec(Spec):
     # create: unified fields the provider stores but does not answer with;
     # the unified answer takes them from the request.
     echo: list[str] = []
+    # Fields of the object's `unify` this operation's records read differently
+    # (e.g. the kind of record a source lists), merged over the object's.
+    unify: dict[str, Any] = {}
+    examples: list["ExampleSpec"] = []
+
+
+class ExampleRequest(Spec):
+    """The provider request an example expects; parts left out are not compared."""
+
+    method: Method | None = None
+    path: str | None = None
+    query: dict[str, Any] | None = None
+    headers: dict[str, str] | None = None
+    body: Any = msgspec.UNSET
+
+
+class ExampleSpec(Spec):
+    """A worked example, checked by `gateway check --examples`: the request
+    document in, the provider request out; the provider response in, the
+    unified output out (nulls left out)."""
+
+    name: str = ""
+    input: dict[str, Any] = {}  # body, id, query, page, context
+    request: ExampleRequest | None = None
+    response: Any = msgspec.UNSET
+    output: Any = msgspec.UNSET
 
 
 Alternatives = OperationSpec | list[OperationSpec]
@@ -98,7 +124,6 @@ class MappingError(Exception):
 
 
 class ProviderObject(msgspec.Struct):
-    unifier: Unifier
     operations: dict[str, tuple[Operation, ...]]
 
 
@@ -208,11 +233,13 @@ def _compile(spec: MappingFile, path: Path) -> Provider:
                 unknown = [f for f in alt.echo if verb != "create" or f not in unified.input.__struct_fields__]
                 if unknown:
                     raise ExpressionError(f"{key}.{verb}.echo", f"echo takes fields of the unified {name} input, on create only: {', '.join(unknown)}")
-            operations[verb] = tuple(
-                Operation(alt, verb, f"{key}.{verb}" + (f"[{i}]" if len(alternatives) > 1 else ""))
-                for i, alt in enumerate(alternatives)
-            )
-        objects[name] = ProviderObject(Unifier(obj.unify, unified.output, f"{key}.unify"), operations)
+            compiled = []
+            for i, alt in enumerate(alternatives):
+                where = f"{key}.{verb}" + (f"[{i}]" if len(alternatives) > 1 else "")
+                unifier = Unifier({**obj.unify, **alt.unify}, unified.output, f"{where}.unify" if alt.unify else f"{key}.unify")
+                compiled.append(Operation(alt, verb, where, unifier))
+            operations[verb] = tuple(compiled)
+        objects[name] = ProviderObject(operations)
     return Provider(
         name=spec.provider,
         base_url=spec.base_url.rstrip("/"),

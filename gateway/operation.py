@@ -16,6 +16,7 @@ from .expressions import ExpressionError, compile_expression, compile_template, 
 
 if TYPE_CHECKING:
     from .mapping import OperationSpec
+    from .unify import Unifier
 
 _SEGMENT = re.compile(r"\{([^{}]+)\}")
 
@@ -33,13 +34,14 @@ class TranslationError(ValueError):
 
 
 class Operation:
-    __slots__ = ("key", "verb", "spec", "method", "when", "path", "query", "headers", "body",
+    __slots__ = ("key", "verb", "spec", "unifier", "method", "when", "path", "query", "headers", "body",
                  "record", "records", "total", "next", "consumed")
 
-    def __init__(self, spec: "OperationSpec", verb: str, key: str):
+    def __init__(self, spec: "OperationSpec", verb: str, key: str, unifier: "Unifier"):
         self.key = key
         self.verb = verb
         self.spec = spec
+        self.unifier = unifier
         self.method = spec.method
         self.when = compile_expression(spec.when, f"{key}.when") if spec.when else None
         self.path = _compile_path(spec.path, f"{key}.path")
@@ -60,10 +62,17 @@ class Operation:
     def request(self, doc: dict, options: Options) -> UpstreamRequest:
         path = "".join(part if isinstance(part, str) else _path_value(_search(part, doc, options), part)
                        for part in self.path)
-        query = _query(_search(self.query, doc, options)) if self.query else []
+        query = query_pairs(_search(self.query, doc, options)) if self.query else []
         headers = {k: str(v) for k, v in strip_nulls(_search(self.headers, doc, options) or {}).items()} if self.headers else {}
         body = strip_nulls(_search(self.body, doc, options)) if self.body else None
         return UpstreamRequest(self.method, path, query, headers, body)
+
+    def unify(self, record: Any, options: Options, remote_data: bool, body: dict | None = None) -> Any:
+        output = self.unifier.unify(record, options, remote_data)
+        for name in self.spec.echo:
+            if body and body.get(name) is not None:
+                setattr(output, name, body[name])
+        return output
 
     def ignored(self, body: dict) -> list[str]:
         """Non-null body fields this operation does not carry upstream."""
@@ -124,7 +133,7 @@ def _scalar(value: Any) -> str:
     return str(value)
 
 
-def _query(values: Any) -> list[tuple[str, str]]:
+def query_pairs(values: Any) -> list[tuple[str, str]]:
     out = []
     for name, value in (values or {}).items():
         if value is None:

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from . import paging
 from .connections import ApiKeys, Connection, Connections
 from .cursor import CursorError, Cursors, Position
 from .errors import GatewayError, bad_gateway, bad_request, not_implemented, unauthorized, unprocessable
@@ -125,21 +126,22 @@ class Gateway:
 
     # -- compiled operation -> upstream call -> unify ------------------------
 
-    async def _call(self, conn: Connection, op: Operation, doc: dict) -> Any:
+    async def _call(self, conn: Connection, op: Operation, doc: dict, query: list | None = None) -> Any:
         try:
             upstream_request = op.request(doc, conn.options)
         except TranslationError as exc:
             raise unprocessable("untranslatable", f"cannot translate the request for {conn.provider.name}: {exc}",
                                 provider=conn.provider.name) from None
+        if query is not None:
+            upstream_request.query = query
         return await self.upstream.send(conn, upstream_request)
 
-    def _unify(self, conn: Connection, obj: UnifiedObject, record: Any, remote_data: bool):
-        unifier = conn.provider.objects[obj.name].unifier
+    def _unify(self, conn: Connection, op: Operation, record: Any, remote_data: bool, body: dict | None = None):
         try:
-            return unifier.unify(record, conn.options, remote_data)
+            return op.unify(record, conn.options, remote_data, body)
         except UnifyError as exc:
-            log.error("%s: a %s record does not unify: %s", conn.name, obj.name, exc)
-            raise bad_gateway("upstream_unmappable", f"{conn.provider.name} answered a {obj.name} record the mapping cannot read: {exc}",
+            log.error("%s: %s answered a record that does not unify: %s", conn.name, op.key, exc)
+            raise bad_gateway("upstream_unmappable", f"{conn.provider.name} answered a record the mapping cannot read: {exc}",
                               provider=conn.provider.name) from None
 
     def _extract(self, conn: Connection, expression, data: Any, what: str) -> Any:
@@ -164,7 +166,7 @@ class Gateway:
         record = self._extract(conn, op.record, data, "the record")
         if record is None:
             raise GatewayError(404, "not_found", f"{conn.provider.name} has no {obj.name} {record_id!r}", provider=conn.provider.name)
-        return _json_response(self._unify(conn, obj, record, remote_data))
+        return _json_response(self._unify(conn, op, record, remote_data))
 
     async def create(self, request: Request) -> Response:
         conn = self._connection(request)
@@ -181,10 +183,7 @@ class Gateway:
         ignored = list(dict.fromkeys(unknown_fields(body, obj.input) + op.ignored(body)))
         data = await self._call(conn, op, doc)
         record = self._extract(conn, op.record, data, "the created record")
-        output = self._unify(conn, obj, record, remote_data)
-        for name in op.spec.echo:
-            if body.get(name) is not None:
-                setattr(output, name, body[name])
+        output = self._unify(conn, op, record, remote_data, body)
         headers = None
         if ignored:
             listed = ", ".join(_printable(p) for p in ignored)
@@ -224,12 +223,12 @@ class Gateway:
         if position.source >= len(sources):
             raise bad_request("invalid_cursor", "the cursor no longer fits this provider's mapping")
         while True:
-            records, following, previous = await self._page(conn, sources, position, limit, request)
+            op, records, following, previous = await self._page(conn, sources, position, limit, request)
             # An exhausted source moves on to the next one in the same call.
             if records or following is None or following.source == position.source:
                 break
             position = following
-        data = [self._unify(conn, obj, r, remote_data) for r in records]
+        data = [self._unify(conn, op, r, remote_data) for r in records]
         return _json_response({
             "prev_cursor": self.cursors.encode(previous, scope) if previous else None,
             "next_cursor": self.cursors.encode(following, scope) if following else None,
@@ -237,35 +236,26 @@ class Gateway:
         })
 
     async def _page(self, conn: Connection, sources: tuple[Operation, ...], position: Position, limit: int,
-                    request: Request) -> tuple[list, Position | None, Position | None]:
+                    request: Request) -> tuple[Operation, list, Position | None, Position | None]:
         op = sources[position.source]
-        paging = op.spec.paging
-        size = min(limit, paging.max_limit)
-        page = {"limit": size, "offset": position.offset, "number": paging.first_page + position.number,
-                "token": position.token}
-        data = await self._call(conn, op, self._document(request, conn, page=page))
+        spec = op.spec.paging
+        size = min(limit, spec.max_limit)
+        doc = self._document(request, conn, page=paging.page_document(spec, position, size))
+        # A link cursor holds only the query string of the provider's next link.
+        query = paging.link_params(position.token) if spec.style == "link" and position.token else None
+        data = await self._call(conn, op, doc, query)
         records = self._extract(conn, op.records, data, "the records")
         # Strict: a missing array is more likely a changed envelope than an empty
         # page. A provider that omits empty arrays says `records: X || `[]``.
         if not isinstance(records, list):
             raise bad_gateway("upstream_unmappable", f"{conn.provider.name}'s list response has no array where the mapping expects records",
                               provider=conn.provider.name)
-        count = len(records)
-        more = False
-        token = None
-        if paging.style == "token":
-            token = self._extract(conn, op.next, data, "the next page") if op.next else None
-            more = bool(token) and count > 0
-        elif paging.style in ("offset", "page"):
-            total = self._extract(conn, op.total, data, "the total") if op.total else None
-            # An empty page ends the list even if the total says more: its cursor would not move.
-            more = count > 0 and (position.offset + count < total if isinstance(total, int) else count >= size)
-        following = None
-        if more:
-            following = Position(position.source, position.offset + count, position.number + 1, token and str(token))
-        elif position.source + 1 < len(sources):
-            following = Position(position.source + 1)
-        previous = None
-        if paging.style in ("offset", "page") and position.number > 0:
-            previous = Position(position.source, max(0, position.offset - size), position.number - 1)
-        return records, following, previous
+        total = self._extract(conn, op.total, data, "the total") if op.total else None
+        next_page = self._extract(conn, op.next, data, "the next page") if op.next else None
+        if spec.style == "link" and next_page:
+            try:
+                next_page = paging.link_query(str(next_page), conn.base_url, op.request(doc, conn.options).path)
+            except paging.LinkError as exc:
+                raise bad_gateway("upstream_unmappable", f"{conn.provider.name}: {exc}", provider=conn.provider.name) from None
+        after = paging.following(spec, position, len(records), size, total, next_page, len(sources))
+        return op, records, after, paging.previous(spec, position, size)

@@ -8,6 +8,9 @@ import datetime
 
 import jmespath
 import msgspec
+
+from gateway.models import InvoiceOutput
+from gateway.unify import Unifier
 import pytest
 
 from gateway.expressions import ExpressionError, compile_expression, compile_template, reads, strip_nulls
@@ -217,7 +220,8 @@ def test_reads_of_a_whole_template():
 
 
 def operation(verb="create", **spec):
-    return Operation(msgspec.convert(spec, OperationSpec), verb, f"$.objects.invoices.{verb}")
+    unifier = Unifier({"id": "id"}, InvoiceOutput, "$.objects.invoices.unify")
+    return Operation(msgspec.convert(spec, OperationSpec), verb, f"$.objects.invoices.{verb}", unifier)
 
 
 def test_path_expressions_are_filled_and_percent_encoded():
