@@ -174,3 +174,67 @@ def configured_gateway(directory: Path, sandbox_url: str) -> Server:
         "E2E_FORMATION_API_KEY": sandbox.API_KEY,
         "E2E_FORMATION_WRONG_KEY": "not-the-formation-key",
     })
+
+
+# -- Prism: a provider's OpenAPI spec as a validating mock --------------------------------
+
+PRISM_DIR = ROOT / ".cache" / "prism"
+
+
+@pytest.fixture(scope="session")
+def prism_bin() -> Path:
+    """Prism 5 from npm, installed once under .cache/ (as `.ci/run` does)."""
+    binary = PRISM_DIR / "node_modules" / ".bin" / "prism"
+    if not binary.exists():
+        PRISM_DIR.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(["npm", "install", "--prefix", str(PRISM_DIR), "--no-audit", "--no-fund",
+                               "@stoplight/prism-cli@5"], capture_output=True, text=True)
+        if done.returncode != 0 or not binary.exists():
+            pytest.fail(f"cannot install @stoplight/prism-cli@5 with npm:\n{done.stdout}\n{done.stderr}")
+    return binary
+
+
+class Prism:
+    """`prism mock` of one spec on a loopback port, validating every request."""
+
+    def __init__(self, binary: Path, spec: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen([str(binary), "mock", "-h", "127.0.0.1", "-p", str(self.port), str(spec)],
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 120  # large specs take Prism a while to load
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"prism exited with {self.process.returncode}:\n{self.process.stdout.read()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"prism did not start within 120 s on {spec}")
+
+    def stop(self) -> str:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        log = self.process.stdout.read() if self.process.stdout else ""
+        return log
+
+
+@pytest.fixture(scope="session")
+def start_prism(prism_bin) -> Iterator:
+    """Start Prism on a spec; one process per spec per test session."""
+    running: dict[Path, Prism] = {}
+
+    def start(spec: Path) -> Prism:
+        if spec not in running:
+            running[spec] = Prism(prism_bin, spec)
+        return running[spec]
+
+    yield start
+    for prism in running.values():
+        prism.stop()
