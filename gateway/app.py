@@ -18,7 +18,7 @@ from .cursor import Cursors
 from .errors import GatewayError
 from .routes import Gateway
 from .settings import DEMO_API_KEY, SANDBOX_TOKEN, Settings, from_environ
-from .upstream import Upstream
+from .upstream import open_upstream
 
 log = logging.getLogger("gateway")
 
@@ -34,14 +34,17 @@ def _embedded_connections(providers: dict[str, mapping.Provider]) -> Connections
     return Connections({SANDBOX_TOKEN: connections.Connection(entry, providers["formation"], "embedded sandbox")})
 
 
-def create_app(settings: Settings | None = None, environ: Mapping[str, str] = os.environ) -> Starlette:
-    """Load and check everything up front; raise ConfigError or MappingError on any problem."""
+def create_app(settings: Settings | None = None, environ: Mapping[str, str] = os.environ,
+               transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
+    """Load and check everything up front; raise ConfigError or MappingError on any problem.
+
+    `transport`: send every upstream call through this httpx transport instead
+    of the network (the embedded sandbox does; so do the translation tests)."""
     settings = settings or from_environ(environ)
     providers = mapping.load_dir(settings.mappings_dir)
-    mounts = None
     if settings.embedded:
         conns = _embedded_connections(providers)
-        mounts = {SANDBOX_URL: httpx.ASGITransport(app=sandbox.create_app())}
+        transport = transport or httpx.ASGITransport(app=sandbox.create_app())
         keys = settings.api_keys
         if not keys:
             keys = [DEMO_API_KEY]
@@ -59,7 +62,7 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] = os
     if settings.cursor_secret_is_random:
         log.info("GATEWAY_CURSOR_SECRET is not set: cursors are valid for this process only")
 
-    upstream = Upstream(mounts)
+    upstream = open_upstream(transport)
     gateway = Gateway(ApiKeys(keys), conns, upstream, Cursors(settings.cursor_secret))
     log.info("gateway ready: %d provider mapping(s) (%s), %d connection(s)",
              len(providers), ", ".join(sorted(providers)), len(conns))

@@ -36,7 +36,7 @@ class ConnectionEntry(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class Connection:
-    __slots__ = ("name", "provider", "base_url", "headers", "context", "options", "scope")
+    __slots__ = ("name", "provider", "base_url", "headers", "context", "options", "scope", "in_flight")
 
     def __init__(self, entry: ConnectionEntry, provider: Provider, where: str):
         self.name = entry.name or where
@@ -55,6 +55,7 @@ class Connection:
             self.headers[name] = str(value)
         # Cursors are signed for this scope, so they do not work on another connection.
         self.scope = hashlib.sha256(entry.token.encode()).digest()
+        self.in_flight = 0  # calls under way upstream, against limits.max_in_flight
 
 
 def _credential(credentials: dict[str, str], name: str, where: str) -> str:

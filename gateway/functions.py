@@ -8,7 +8,9 @@
 | `to_remote(value, map)` | a unified enum value -> the provider's, through a value map |
 | `to_unified(value, map)` | the provider's enum value -> the unified one (the same map, read backwards) |
 | `split(value, separator)` | a string -> an array of strings (JMESPath has `join` already) |
+| `multiply(value, factor)` | a number times a factor, in decimal (units -> cents: `100`; back: `0.01`) |
 | `context(key)` | a setting of the caller's connection, in expressions that do not see `context` |
+| `merge_each(items, object)` | each object of `items` merged with `object` (its members win): carries a parent's fields into its children |
 
 Date formats: `epoch` (Unix seconds), `epoch_ms` (Unix milliseconds), `date`
 (`2024-06-15`), `iso` (ISO 8601, normalised to UTC) and `msjson` (`/Date(1718452800000+0000)/`).
@@ -19,9 +21,11 @@ Numbers and strings convert with JMESPath's own `to_number` and `to_string`.
 
 import re
 from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 
 from jmespath import functions
+from jmespath.exceptions import JMESPathTypeError
 
 _MSJSON = re.compile(r"^/Date\((-?\d+)([+-]\d{4})?\)/$")
 
@@ -82,6 +86,13 @@ def from_iso(value: Any, fmt: str) -> Any:
     raise DateFormatError(f"unknown date format {fmt!r}")
 
 
+def multiply(value: Any, factor: Any) -> int | float:
+    """value * factor in decimal arithmetic, so 0.07 * 100 is 7, not 7.000000000000001;
+    a whole result is an int."""
+    product = Decimal(str(value)) * Decimal(str(factor))
+    return int(product) if product == product.to_integral_value() else float(product)
+
+
 DATE_FORMATS = ("epoch", "epoch_ms", "date", "iso", "msjson")
 
 
@@ -126,6 +137,21 @@ class Functions(functions.Functions):
     def _func_split(self, value, separator):
         return None if value is None else value.split(separator)
 
+    @functions.signature({"types": ["number", "null"]}, {"types": ["number"]})
+    def _func_multiply(self, value, factor):
+        return None if value is None else multiply(value, factor)
+
     @functions.signature({"types": ["string"]})
     def _func_context(self, key):
         return self._context.get(key)
+
+    @functions.signature({"types": ["array", "null"]}, {"types": ["object"]})
+    def _func_merge_each(self, items, extra):
+        # Inside a projection the parent is out of reach; this brings it in:
+        # `invoices[].merge_each(payments, {invoice_id: id})[]`.
+        if items is None:
+            return None
+        for item in items:
+            if not isinstance(item, dict):
+                raise JMESPathTypeError("merge_each", item, type(item).__name__, ["object"])
+        return [{**item, **extra} for item in items]

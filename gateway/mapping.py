@@ -40,6 +40,9 @@ class PagingSpec(Spec):
     max_limit: int = 100  # the most records the provider returns per call
     first_page: int = 1  # page style: the number of the first page
     next: str | None = None  # token, link styles: where the response names the next page
+    # offset, page styles: how many provider records the page held, where `records`
+    # unnests them (e.g. the payments inside a page of invoices); default: the records' count
+    count: str | None = None
 
 
 class OperationSpec(Spec):
@@ -106,12 +109,44 @@ class ErrorsSpec(Spec):
     status: dict[str, int] = {}  # provider error code -> unified HTTP status
 
 
+class LimitsSpec(Spec):
+    """Bounds on the calls to one provider (seconds, counts, bytes)."""
+
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0  # between two reads of the answer
+    total_timeout: float = 60.0  # one attempt, start to end
+    max_connections: int = 100  # the provider's connection pool
+    max_in_flight: int = 64  # calls under way per connection; more: 503 with Retry-After
+    max_response_bytes: int = 16 * 1024 * 1024
+
+
+class RetrySpec(Spec):
+    """Retries of what is safe: a GET, a call that never reached the provider,
+    a 429 or 503 (which the provider answers before doing anything)."""
+
+    attempts: int = 3  # in all, the first included
+    backoff: float = 0.1  # the first pause's upper bound; doubles each time, jittered
+    max_backoff: float = 2.0
+    budget: float = 10.0  # seconds for every attempt together
+
+
+class BreakerSpec(Spec):
+    """After `failures` failures in a row (5xx, timeouts, unreachable), calls to
+    the provider fail fast with 503 for `reset_after` seconds, then one probes."""
+
+    failures: int = 5
+    reset_after: float = 30.0
+
+
 class MappingFile(Spec):
     provider: str
     base_url: str
     auth: AuthSpec
     headers: dict[str, str] = {}  # sent on every call; reads `context` only
     errors: ErrorsSpec = msgspec.field(default_factory=ErrorsSpec)
+    limits: LimitsSpec = msgspec.field(default_factory=LimitsSpec)
+    retries: RetrySpec = msgspec.field(default_factory=RetrySpec)
+    breaker: BreakerSpec = msgspec.field(default_factory=BreakerSpec)
     values: dict[str, dict[str, Any]] = {}  # named value maps: unified -> provider
     objects: dict[str, ObjectSpec] = {}
 
@@ -139,6 +174,9 @@ class Provider(msgspec.Struct):
     error_status: dict[str, int]
     values: dict[str, dict[str, Any]]
     objects: dict[str, ProviderObject]
+    limits: LimitsSpec
+    retries: RetrySpec
+    breaker: BreakerSpec
     source: Path
 
     def operations(self, obj: str, verb: str) -> tuple[Operation, ...]:
@@ -250,6 +288,9 @@ def _compile(spec: MappingFile, path: Path) -> Provider:
         error_status=spec.errors.status,
         values=spec.values,
         objects=objects,
+        limits=spec.limits,
+        retries=spec.retries,
+        breaker=spec.breaker,
         source=path,
     )
 

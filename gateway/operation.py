@@ -35,7 +35,7 @@ class TranslationError(ValueError):
 
 class Operation:
     __slots__ = ("key", "verb", "spec", "unifier", "method", "when", "path", "query", "headers", "body",
-                 "record", "records", "total", "next", "consumed")
+                 "record", "records", "total", "next", "count", "consumed")
 
     def __init__(self, spec: "OperationSpec", verb: str, key: str, unifier: "Unifier"):
         self.key = key
@@ -52,6 +52,7 @@ class Operation:
         self.records = compile_expression(spec.records, f"{key}.records")
         self.total = compile_expression(spec.total, f"{key}.total") if spec.total else None
         self.next = compile_expression(spec.paging.next, f"{key}.paging.next") if spec.paging.next else None
+        self.count = compile_expression(spec.paging.count, f"{key}.paging.count") if spec.paging.count else None
         request_side = [e for e in (self.when, self.query, self.headers, self.body) if e is not None]
         request_side += [e for e in self.path if not isinstance(e, str)]
         self.consumed = set().union(*(reads(e) for e in request_side)) if request_side else set()

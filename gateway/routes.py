@@ -257,5 +257,10 @@ class Gateway:
                 next_page = paging.link_query(str(next_page), conn.base_url, op.request(doc, conn.options).path)
             except paging.LinkError as exc:
                 raise bad_gateway("upstream_unmappable", f"{conn.provider.name}: {exc}", provider=conn.provider.name) from None
-        after = paging.following(spec, position, len(records), size, total, next_page, len(sources))
+        # `paging.count`: the provider records the page held, where `records` unnests them.
+        count = self._extract(conn, op.count, data, "the page's record count") if op.count else len(records)
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise bad_gateway("upstream_unmappable", f"{conn.provider.name}'s list response gives no record count where the mapping expects one",
+                              provider=conn.provider.name)
+        after = paging.following(spec, position, count, size, total, next_page, len(sources))
         return op, records, after, paging.previous(spec, position, size)

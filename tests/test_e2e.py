@@ -276,17 +276,24 @@ def test_a_stopped_provider_is_a_502(tmp_path: Path) -> None:
         with httpx.Client(base_url=server.url, headers=headers, timeout=15) as client:
             created = answer(client.post("/accounting/contacts", json=contact(1, False)), 201)
             box.stop()
-            for method, path, kwargs in [("GET", "/accounting/contacts", {}),
-                                         ("GET", f"/accounting/contacts/{created['id']}", {}),
-                                         ("POST", "/accounting/contacts", {"json": contact(2, False)})]:
-                body = error(client.request(method, path, **kwargs), 502, "upstream_unreachable")
-                assert body["provider"] == "formation"
+            body = error(client.get(f"/accounting/contacts/{created['id']}"), 502, "upstream_unreachable")
+            assert body["provider"] == "formation"
+            # Failures in a row open the provider's circuit: then calls fail fast with 503.
+            seen = []
+            for _ in range(10):
+                response = client.post("/accounting/contacts", json=contact(2, False))
+                seen.append(response.json()["code"])
+                if response.status_code == 503:
+                    break
+                error(response, 502, "upstream_unreachable")
+            body = error(response, 503, "upstream_circuit_open")
+            assert int(response.headers["retry-after"]) >= 1 and body["provider"] == "formation", seen
             assert answer(client.get("/health"), 200) == {"status": "ok"}
     finally:
         box.stop()
         log = server.stop()
     assert "Traceback" not in log and "unexpected error" not in log, log
-    assert "e2e-formation: GET /contacts failed: ConnectError" in log, "the unreachable provider is logged"
+    assert "e2e-formation: GET /contacts/" in log and "failed" in log, "the unreachable provider is logged"
 
 
 def test_seed_parsing_reads_the_first_json_object(shared: Path) -> None:

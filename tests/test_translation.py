@@ -61,7 +61,9 @@ def environ(tmp_path) -> dict[str, str]:
 
 
 def make_client(environ: dict[str, str]) -> TestClient:
-    return TestClient(create_app(from_environ(environ), environ=environ))
+    # httpx's own transport, which pytest-httpx mocks; the network path (aiohttp)
+    # is exercised by the end-to-end tests.
+    return TestClient(create_app(from_environ(environ), environ=environ, transport=httpx.AsyncHTTPTransport()))
 
 
 @pytest.fixture
@@ -475,7 +477,7 @@ def asgi_get(app, raw_path: bytes, headers: dict[str, str]) -> tuple[int, dict]:
 @pytest.mark.parametrize("record_id, encoded", [("%2F", "%252F"), ("a%2F..%2Fb", "a%252F..%252Fb"), ("%", "%25")])
 def test_an_id_holding_percent_escapes_is_sent_as_written(environ, httpx_mock, record_id, encoded):
     httpx_mock.add_response(method="GET", url=f"{BASE}/contacts/{encoded}", json=ok(record(1, id=record_id)))
-    app = create_app(from_environ(environ), environ=environ)
+    app = create_app(from_environ(environ), environ=environ, transport=httpx.AsyncHTTPTransport())
     status, body = asgi_get(app, ("/accounting/contacts/" + quote(record_id, safe="")).encode(), H)
     assert status == 200, body
     assert body["id"] == record_id
@@ -526,12 +528,16 @@ ERRORS = {
 
 
 def add_upstream(httpx_mock, url: str, status: int, body, headers, method: str = "GET") -> None:
+    # A GET that fails with a 5xx, 429 or 503 is retried (tests/test_upstream.py
+    # counts the attempts); here only the mapping of the final answer matters.
+    kwargs = {"method": method, "url": url, "status_code": status, "headers": headers,
+              "is_reusable": method == "GET"}
     if isinstance(body, str):
-        httpx_mock.add_response(method=method, url=url, status_code=status, text=body, headers=headers)
+        httpx_mock.add_response(text=body, **kwargs)
     elif body is None:
-        httpx_mock.add_response(method=method, url=url, status_code=status, headers=headers)
+        httpx_mock.add_response(**kwargs)
     else:
-        httpx_mock.add_response(method=method, url=url, status_code=status, json=body, headers=headers)
+        httpx_mock.add_response(json=body, **kwargs)
 
 
 def check_provider_error(response, upstream_status, expected) -> dict:
@@ -576,14 +582,15 @@ def test_provider_errors_on_list(client, httpx_mock, case):
 
 @pytest.mark.parametrize("value", ["Wed, 21 Oct 2015 07:28:00 GMT", "0", "120"])
 def test_retry_after_passes_through_as_given(client, httpx_mock, value):
-    httpx_mock.add_response(url=f"{BASE}/contacts/abc", status_code=429, headers={"Retry-After": value})
+    httpx_mock.add_response(url=f"{BASE}/contacts/abc", status_code=429, headers={"Retry-After": value},
+                            is_reusable=True)
     assert client.get("/accounting/contacts/abc", headers=H).headers["retry-after"] == value
 
 
 @pytest.mark.parametrize("raw", ["３０".encode(), b"\xf1", b"1\x7f"])
 def test_a_retry_after_that_cannot_be_passed_on_is_dropped(client, httpx_mock, raw):
     httpx_mock.add_response(url=f"{BASE}/contacts/abc", status_code=429, headers=[(b"Retry-After", raw)],
-                            json=fail("RATE_LIMIT_EXCEEDED", "slow down"))
+                            json=fail("RATE_LIMIT_EXCEEDED", "slow down"), is_reusable=True)
     response = client.get("/accounting/contacts/abc", headers=H)
     assert_error(response, 429, "upstream_rate_limited")
     assert "retry-after" not in response.headers
@@ -608,7 +615,7 @@ def test_a_provider_error_never_echoes_credentials(client, httpx_mock):
     (httpx.ReadError("connection reset"), 502, "upstream_unreachable"),
 ])
 def test_transport_failures(client, httpx_mock, exception, status, code):
-    httpx_mock.add_exception(exception, url=f"{BASE}/contacts/abc")
+    httpx_mock.add_exception(exception, url=f"{BASE}/contacts/abc", is_reusable=True)
     body = assert_error(client.get("/accounting/contacts/abc", headers=H), status, code)
     assert body["provider"] == "formation"
 
