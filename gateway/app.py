@@ -12,12 +12,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import connections, mapping, sandbox
-from .connections import ApiKeys, ConfigError, ConnectionEntry, Connections
+from . import connections, idempotency, mapping, sandbox
+from .connections import ApiKeys, ConnectionEntry, Connections
 from .cursor import Cursors
 from .errors import GatewayError
 from .routes import Gateway
-from .settings import DEMO_API_KEY, SANDBOX_TOKEN, Settings, from_environ
+from .settings import DEMO_API_KEY, SANDBOX_TOKEN, ConfigError, Settings, from_environ
 from .upstream import open_upstream
 
 log = logging.getLogger("gateway")
@@ -63,7 +63,11 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] = os
         log.info("GATEWAY_CURSOR_SECRET is not set: cursors are valid for this process only")
 
     upstream = open_upstream(transport)
-    gateway = Gateway(ApiKeys(keys), conns, upstream, Cursors(settings.cursor_secret))
+    try:
+        store = idempotency.open_store(settings.idempotency_url)
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"GATEWAY_IDEMPOTENCY_URL: {exc}") from None
+    gateway = Gateway(ApiKeys(keys), conns, upstream, Cursors(settings.cursor_secret), store, settings.max_body_bytes)
     log.info("gateway ready: %d provider mapping(s) (%s), %d connection(s)",
              len(providers), ", ".join(sorted(providers)), len(conns))
 
@@ -86,6 +90,7 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] = os
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
         await upstream.aclose()
+        await store.aclose()
 
     return Starlette(
         routes=[Route("/health", health), *gateway.routes()],

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from . import coverage, examples, mapping
-from .connections import ConfigError
+from .settings import ConfigError
 from .settings import bundled_mappings
 
 

@@ -19,11 +19,8 @@ import yaml
 from jmespath import Options
 
 from .functions import Functions
-from .mapping import Provider
-
-
-class ConfigError(Exception):
-    """The gateway cannot start as configured; the message says what to fix."""
+from .mapping import Provider, SafeLoader
+from .settings import ConfigError
 
 
 class ConnectionEntry(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -135,7 +132,7 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 
 def load(path: Path, providers: dict[str, Provider], environ: Mapping[str, str]) -> Connections:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=SafeLoader)
     except OSError as exc:
         raise ConfigError(f"connections file {path}: cannot read YAML: {exc}") from None
     except yaml.YAMLError as exc:

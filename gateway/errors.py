@@ -13,8 +13,12 @@ from starlette.responses import Response
 
 
 class GatewayError(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None, **extra: Any):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None,
+                 maybe_done: bool = False, **extra: Any):
         super().__init__(message)
+        # The provider may have acted on the request (a timeout after sending,
+        # a 5xx): an idempotent create keeps this answer rather than run again.
+        self.maybe_done = maybe_done
         self.status = status
         self.code = code
         self.message = message
@@ -50,8 +54,8 @@ def not_implemented(provider: str, operation: str) -> GatewayError:
                         provider=provider, operation=operation)
 
 
-def bad_gateway(code: str, message: str, **extra: Any) -> GatewayError:
-    return GatewayError(502, code, message, **extra)
+def bad_gateway(code: str, message: str, maybe_done: bool = False, **extra: Any) -> GatewayError:
+    return GatewayError(502, code, message, maybe_done=maybe_done, **extra)
 
 
 # The provider's status -> ours. A provider's own client errors (bad input,

@@ -87,7 +87,9 @@ class Operation:
             if ("body", name) in used:
                 continue
             prefix = ("body", name)
-            item_fields = {p[3] if p[2:3] == ("[]",) else p[2] for p in used if p[:2] == prefix and len(p) > 2}
+            # (..., "[]") alone reads each element whole, e.g. a filter over a list of strings.
+            item_fields = {(p[3] if len(p) > 3 else ()) if p[2:3] == ("[]",) else p[2]
+                           for p in used if p[:2] == prefix and len(p) > 2}
             if not item_fields:
                 out.append(f"$.{name}")
                 continue

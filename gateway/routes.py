@@ -4,7 +4,9 @@ Each handler walks the request path: route -> connection -> compiled operation
 -> upstream call -> unify -> response.
 """
 
+import functools
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -13,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import paging
+from . import idempotency, paging
 from .connections import ApiKeys, Connection, Connections
 from .cursor import CursorError, Cursors, Position
 from .errors import GatewayError, bad_gateway, bad_request, not_implemented, unauthorized, unprocessable
@@ -27,6 +29,9 @@ log = logging.getLogger("gateway")
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
 IGNORED_HEADER = "x-gateway-ignored-fields"
+UNMAPPED_HEADER = "x-gateway-unmapped"  # a created record the mapping could not read; remote_data holds it
+REPLAYED_HEADER = "idempotent-replayed"
+_REPLAYED_HEADERS = {"content-type", "retry-after", IGNORED_HEADER, UNMAPPED_HEADER}
 
 _json = msgspec.json.Decoder()
 _encode = msgspec.json.Encoder().encode
@@ -79,11 +84,14 @@ def _limit(request: Request) -> int:
 
 
 class Gateway:
-    def __init__(self, api_keys: ApiKeys, connections: Connections, upstream: Upstream, cursors: Cursors):
+    def __init__(self, api_keys: ApiKeys, connections: Connections, upstream: Upstream, cursors: Cursors,
+                 store: idempotency.Store, max_body_bytes: int):
         self.api_keys = api_keys
         self.connections = connections
         self.upstream = upstream
         self.cursors = cursors
+        self.idempotency = store
+        self.max_body_bytes = max_body_bytes
 
     def routes(self) -> list[Route]:
         return [
@@ -175,21 +183,84 @@ class Gateway:
             raise GatewayError(405, "method_not_allowed", f"{obj.name} cannot be created through the unified API")
         ops = self._operations(conn, obj, "create")
         remote_data = _flag(request, "remote_data")
-        body = self._body(await request.body(), obj)
+        raw = await self._read_body(request)
+        body = self._body(raw, obj)
+        create = functools.partial(self._create, request, conn, obj, ops, body, remote_data)
+        key = request.headers.get("idempotency-key")
+        if key is None:
+            return await create()
+        return await self._once(key, conn, obj, raw, remote_data, create)
+
+    async def _create(self, request: Request, conn: Connection, obj: UnifiedObject, ops: tuple[Operation, ...],
+                      body: dict, remote_data: bool) -> Response:
         doc = self._document(request, conn, body=body)
         op = next((o for o in ops if o.applies(doc, conn.options)), None)
         if op is None:
             raise unprocessable("no_matching_operation", f"{conn.provider.name} has no way to create this {obj.name}; see its mapping's `when` conditions")
         ignored = list(dict.fromkeys(unknown_fields(body, obj.input) + op.ignored(body)))
-        data = await self._call(conn, op, doc)
-        record = self._extract(conn, op.record, data, "the created record")
-        output = self._unify(conn, op, record, remote_data, body)
-        headers = None
+        headers = {}
         if ignored:
             listed = ", ".join(_printable(p) for p in ignored)
             log.warning("%s: create %s ignored fields %s", conn.name, obj.name, listed)
-            headers = {IGNORED_HEADER: listed}
-        return _json_response(output, 201, headers)
+            headers[IGNORED_HEADER] = listed
+        data = await self._call(conn, op, doc)
+        record = None
+        try:
+            record = self._extract(conn, op.record, data, "the created record")
+            output = self._unify(conn, op, record, remote_data, body)
+        except GatewayError as exc:
+            # The provider has created the record: an error now would invite a
+            # duplicate. Answer what can be read, marked, with the raw payload.
+            output = obj.output(**op.unifier.identify(record, conn.options), remote_data=data)
+            headers[UNMAPPED_HEADER] = _printable(exc.message)
+            log.error("%s: create %s succeeded upstream but its answer does not unify: %s", conn.name, obj.name, exc.message)
+        return _json_response(output, 201, headers or None)
+
+    async def _read_body(self, request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        too_large = GatewayError(413, "body_too_large", f"the request body exceeds {self.max_body_bytes} bytes")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise too_large
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise too_large
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _once(self, key: str, conn: Connection, obj: UnifiedObject, raw: bytes, remote_data: bool,
+                    create: Callable[[], Awaitable[Response]]) -> Response:
+        """Run `create` once per Idempotency-Key; replay its answer to retries."""
+        if not 1 <= len(key) <= 255:
+            raise bad_request("invalid_idempotency_key", "Idempotency-Key must be 1 to 255 characters")
+        scoped = idempotency.fingerprint(conn.scope, obj.name.encode(), key.encode())
+        claim = idempotency.Entry(idempotency.fingerprint(raw, b"remote_data" if remote_data else b""))
+        held = await self.idempotency.reserve(scoped, claim)
+        if held is not None and held.pending:
+            held = await idempotency.wait_for_answer(self.idempotency, scoped, conn.provider.limits.total_timeout)
+            if held is None:  # the first attempt failed before reaching the provider: take over
+                held = await self.idempotency.reserve(scoped, claim)
+        if held is not None:
+            if held.fingerprint != claim.fingerprint:
+                raise unprocessable("idempotency_key_reused", "this Idempotency-Key was used with a different request body")
+            if held.pending:
+                raise GatewayError(409, "idempotency_in_progress", "a request with this Idempotency-Key is still under way",
+                                   {"Retry-After": "1"})
+            return Response(held.body, held.status, {**held.headers, REPLAYED_HEADER: "true"})
+        try:
+            response = await create()
+        except GatewayError as exc:
+            if not exc.maybe_done:
+                await self.idempotency.release(scoped)
+                raise
+            response = exc.response()
+        except BaseException:
+            await self.idempotency.release(scoped)
+            raise
+        kept = {k: v for k, v in response.headers.items() if k in _REPLAYED_HEADERS}
+        await self.idempotency.complete(scoped, idempotency.Entry(claim.fingerprint, response.status_code, kept, response.body))
+        return response
 
     def _body(self, raw: bytes, obj: UnifiedObject) -> dict:
         if not raw.strip():

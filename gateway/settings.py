@@ -7,6 +7,10 @@ from pathlib import Path
 
 import msgspec
 
+class ConfigError(Exception):
+    """The gateway cannot start as configured; the message says what to fix."""
+
+
 # Used only by the embedded default (no connections file, no GATEWAY_API_KEYS).
 DEMO_API_KEY = "gateway-demo-key"
 SANDBOX_TOKEN = "sandbox-formation"
@@ -25,6 +29,10 @@ class Settings(msgspec.Struct, kw_only=True):
     # or cursors issued by one are refused by the others (and after a restart).
     cursor_secret: bytes
     cursor_secret_is_random: bool = False
+    # Where Idempotency-Key answers live: redis://... for several instances,
+    # sqlite:///path for one host; unset, a SQLite file in the temp directory.
+    idempotency_url: str | None = None
+    max_body_bytes: int = 1024 * 1024
 
     @property
     def embedded(self) -> bool:
@@ -42,4 +50,15 @@ def from_environ(environ: Mapping[str, str] = os.environ) -> Settings:
         mappings_dir=Path(mappings) if mappings else bundled_mappings(),
         cursor_secret=secret.encode() if secret else secrets.token_bytes(32),
         cursor_secret_is_random=secret is None,
+        idempotency_url=environ.get("GATEWAY_IDEMPOTENCY_URL") or None,
+        max_body_bytes=_positive_int(environ, "GATEWAY_MAX_BODY_BYTES", 1024 * 1024),
     )
+
+
+def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
+    value = environ.get(name)
+    if not value:
+        return default
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"{name} must be a positive whole number, not {value!r}")
+    return int(value)

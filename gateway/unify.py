@@ -18,7 +18,7 @@ class UnifyError(ValueError):
 
 
 class Unifier:
-    __slots__ = ("model", "expression", "fields")
+    __slots__ = ("model", "expression", "fields", "ids")
 
     def __init__(self, template: dict[str, Any], model: type[Model], key: str):
         known = set(model.__struct_fields__) - _RESERVED
@@ -28,6 +28,19 @@ class Unifier:
         self.model = model
         self.fields = tuple(template)
         self.expression = compile_template(template, key)
+        self.ids = {name: compile_template(template[name], f"{key}.{name}") for name in ("id", "remote_id") if name in template}
+
+    def identify(self, record: Any, options: Options) -> dict[str, str]:
+        """The ids alone, from a record the whole template cannot read."""
+        found = {}
+        for name, expression in self.ids.items():
+            try:
+                value = expression.search(record, options=options) if isinstance(record, dict) else None
+            except Exception:  # the point is to salvage what can be read
+                value = None
+            if isinstance(value, (str, int)) and not isinstance(value, bool):
+                found[name] = str(value)
+        return found
 
     def unify(self, record: Any, options: Options, remote_data: bool) -> Model:
         if not isinstance(record, dict):

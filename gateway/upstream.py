@@ -230,7 +230,7 @@ class Upstream:
                     await _backoff(policy, attempt, None)
                     continue
                 raise GatewayError(504, "upstream_timeout", f"{provider.name} did not answer in time",
-                                   provider=provider.name) from None
+                                   maybe_done=True, provider=provider.name) from None
             except Unreachable as exc:
                 breaker.failed()
                 log.warning("%s: %s %s failed: %s", conn.name, request.method, request.path, exc)
@@ -238,7 +238,7 @@ class Upstream:
                     await _backoff(policy, attempt, None)
                     continue
                 raise bad_gateway("upstream_unreachable", f"cannot reach {provider.name}: {exc}",
-                                  provider=provider.name) from None
+                                  maybe_done=exc.sent, provider=provider.name) from None
             except TooLarge:
                 breaker.succeeded()  # the provider is up; its answer is just too big for us
                 raise bad_gateway("upstream_response_too_large",
@@ -291,10 +291,14 @@ def _result(conn: Connection, raw: Raw) -> Any:
     data = _decode(raw.body)
     if 200 <= raw.status < 300:
         if data is _INVALID:
+            # A 2xx may mean the record exists: keep what the provider said.
             raise bad_gateway("upstream_invalid_response", f"{conn.provider.name} answered {raw.status} with a body that is not JSON",
-                              provider=conn.provider.name, provider_status=raw.status)
+                              maybe_done=True, provider=conn.provider.name, provider_status=raw.status,
+                              provider_body=raw.body[:4096].decode("utf-8", "replace"))
         return data
-    raise provider_error(conn, raw.status, None if data is _INVALID else data, raw.retry_after)
+    error = provider_error(conn, raw.status, None if data is _INVALID else data, raw.retry_after)
+    error.maybe_done = raw.status >= 500  # a provider that failed midway may have written
+    raise error
 
 
 def provider_error(conn: Connection, status: int, data: Any, retry_after: str | None) -> GatewayError:

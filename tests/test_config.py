@@ -148,8 +148,8 @@ def test_an_unset_variable_in_a_later_entry_names_that_entry(tmp_path):
 
 
 def test_an_unknown_provider_fails_naming_it(tmp_path):
-    message = load_error(write(tmp_path, GOOD.replace("provider: formation", "provider: xero")))
-    assert "unknown provider 'xero'" in message
+    message = load_error(write(tmp_path, GOOD.replace("provider: formation", "provider: no-such-provider")))
+    assert "unknown provider 'no-such-provider'" in message
     assert "formation" in message  # and says which there are
     assert "connections[0]" in message
 
@@ -288,9 +288,9 @@ def test_create_app_takes_explicit_settings(tmp_path):
 
 
 def test_an_unknown_provider_fails_at_start(tmp_path):
-    env = {"GATEWAY_CONNECTIONS": str(write(tmp_path, GOOD.replace("provider: formation", "provider: freee"))),
+    env = {"GATEWAY_CONNECTIONS": str(write(tmp_path, GOOD.replace("provider: formation", "provider: wavebooks"))),
            "GATEWAY_API_KEYS": "k"}
-    with pytest.raises(ConfigError, match="unknown provider 'freee'"):
+    with pytest.raises(ConfigError, match="unknown provider 'wavebooks'"):
         create_app(None, environ=env)
 
 
@@ -342,8 +342,8 @@ def serve_cases(tmp_path: Path) -> dict[str, tuple[dict[str, str], str]]:
         "no api keys": ({"GATEWAY_CONNECTIONS": conns}, "GATEWAY_API_KEYS is not set"),
         "unset variable": ({"GATEWAY_CONNECTIONS": str(write(tmp_path, GOOD.replace("formation.test", "${NOPE_HOST}"), "v.yaml")),
                             "GATEWAY_API_KEYS": "k"}, "environment variable NOPE_HOST is not set"),
-        "unknown provider": ({"GATEWAY_CONNECTIONS": str(write(tmp_path, GOOD.replace("provider: formation", "provider: xero"), "p.yaml")),
-                              "GATEWAY_API_KEYS": "k"}, "unknown provider 'xero'"),
+        "unknown provider": ({"GATEWAY_CONNECTIONS": str(write(tmp_path, GOOD.replace("provider: formation", "provider: no-such-provider"), "p.yaml")),
+                              "GATEWAY_API_KEYS": "k"}, "unknown provider 'no-such-provider'"),
         "broken yaml": ({"GATEWAY_CONNECTIONS": str(write(tmp_path, GOOD.replace(f"api_key: {SECRET}", f'api_key: "{SECRET}'), "y.yaml")),
                          "GATEWAY_API_KEYS": "k"}, "cannot read YAML"),
         "missing file": ({"GATEWAY_CONNECTIONS": str(tmp_path / "absent.yaml"), "GATEWAY_API_KEYS": "k"}, "absent.yaml"),

@@ -372,3 +372,15 @@ def test_echo_names_input_fields_of_a_create_only(tmp_path):
     on_list.write_text(base + "    list: {path: /c, echo: [name]}\n")
     with pytest.raises(MappingError, match=r"objects\.contacts\.list\.echo"):
         load(on_list)
+
+
+def test_ignored_fields_of_a_filter_over_a_list_of_strings(tmp_path):
+    # A filter over a list of scalars reads each element whole: ("body", "tags", "[]"). It used to
+    # crash ignored() with an IndexError (a bare 500 on every create that sent the list).
+    path = broken(tmp_path, lambda s: s["objects"]["contacts"]["create"].update(body={
+        "name": "body.name",
+        "group": {"value": "split(body.field_mappings.tags[?starts_with(@, 'group-')] | [0], '-')[1]"},
+        "first": "body.tracking_categories[?starts_with(@, 'class-')] | [0]"}))
+    op = mapping.load(path).operations("contacts", "create")[0]
+    assert op.ignored({"name": "x", "tracking_categories": ["class-1", "dept-2"], "email_address": "a@b.c"}) == \
+        ["$.email_address"]

@@ -658,9 +658,26 @@ def test_a_list_of_the_wrong_shape_is_502(client, httpx_mock, payload):
 
 
 @pytest.mark.parametrize("payload", [None, ok(None), ok("created"), {"success": True}])
-def test_a_create_answer_without_a_record_is_502(client, httpx_mock, payload):
+def test_a_create_answer_without_a_record_is_still_a_create(client, httpx_mock, payload):
+    # The provider said 201: the record exists. An error would invite a duplicate create,
+    # so the caller gets a 201, marked, with the provider's whole answer in remote_data.
     httpx_mock.add_response(method="POST", url=f"{BASE}/contacts", status_code=201, json=payload)
-    assert_error(client.post("/accounting/contacts", headers=H, json={"name": "A"}), 502, "upstream_unmappable")
+    response = client.post("/accounting/contacts", headers=H, json={"name": "A"})
+    assert response.status_code == 201, response.text
+    assert "formation" in response.headers["x-gateway-unmapped"]
+    out = response.json()
+    assert out["remote_data"] == payload and out["id"] is None and out["name"] is None
+
+
+def test_a_created_record_that_does_not_unify_keeps_its_ids_and_raw_payload(client, httpx_mock):
+    broken = {**record(7), "created_at": "not a timestamp"}
+    httpx_mock.add_response(method="POST", url=f"{BASE}/contacts", status_code=201, json=ok(broken))
+    response = client.post("/accounting/contacts", headers=H, json={"name": "A"})
+    assert response.status_code == 201, response.text
+    assert response.headers["x-gateway-unmapped"]
+    out = response.json()
+    assert out["id"] == broken["id"] and out["remote_id"] == broken["id"]
+    assert out["remote_data"] == ok(broken)
 
 
 def test_a_retrieve_answer_without_a_record_is_404(client, httpx_mock):
