@@ -78,7 +78,9 @@ def from_iso(value: Any, fmt: str) -> Any:
     if fmt == "epoch_ms":
         return _since_epoch(moment, timedelta(milliseconds=1))
     if fmt == "date":
-        return moment.date().isoformat()
+        # The calendar date as written: a date-only field means the caller's own day,
+        # which converting to UTC first would shift (2024-06-15T00:00+09:00 is the 15th).
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).date().isoformat()
     if fmt == "iso":
         return _iso(moment)
     if fmt == "msjson":
