@@ -1,5 +1,6 @@
 """Assemble the ASGI app from settings: mappings, connections, routes, errors."""
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -8,6 +9,7 @@ from collections.abc import AsyncIterator, Mapping
 import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -15,7 +17,7 @@ from starlette.routing import Route
 from . import connections, idempotency, mapping, sandbox
 from .connections import ApiKeys, ConnectionEntry, Connections
 from .cursor import Cursors
-from .errors import GatewayError
+from .errors import GatewayError, shutting_down
 from .routes import Gateway
 from .settings import DEMO_API_KEY, SANDBOX_TOKEN, ConfigError, Settings, from_environ
 from .upstream import open_upstream
@@ -32,6 +34,33 @@ def _embedded_connections(providers: dict[str, mapping.Provider]) -> Connections
     entry = ConnectionEntry(token=SANDBOX_TOKEN, provider="formation", name="sandbox-formation", base_url=SANDBOX_URL,
                             credentials={"api_key": sandbox.API_KEY}, context={"company_id": sandbox.COMPANY_ID})
     return Connections({SANDBOX_TOKEN: connections.Connection(entry, providers["formation"], "embedded sandbox")})
+
+
+class _AnswerCancelled:
+    """uvicorn cancels the calls still under way when --graceful-timeout runs
+    out, and answers each with a bare text 500: answer one of ours instead."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def sending(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except asyncio.CancelledError:
+            if started:
+                raise
+            log.warning("%s %s cut short by shutdown", scope["method"], scope["path"])
+            # Answered: the call ends here, not as an error uvicorn logs with a traceback.
+            await shutting_down().response()(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None, environ: Mapping[str, str] = os.environ,
@@ -95,5 +124,6 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] = os
     return Starlette(
         routes=[Route("/health", health), *gateway.routes()],
         exception_handlers={GatewayError: gateway_error, HTTPException: http_error, Exception: internal_error},
+        middleware=[Middleware(_AnswerCancelled)],
         lifespan=lifespan,
     )

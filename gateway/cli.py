@@ -2,6 +2,7 @@
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -20,9 +21,17 @@ def _serve(args: argparse.Namespace) -> int:
     except (ConfigError, mapping.MappingError) as exc:
         print(f"gateway: cannot start: {exc}", file=sys.stderr)
         return 2
+    # uvicorn re-raises the SIGTERM it has handled once its graceful shutdown is
+    # done, so the process would end "killed by SIGTERM" (143); a shutdown that
+    # completed is a success. (Before uvicorn takes the signal over, it just exits.)
+    signal.signal(signal.SIGTERM, _exit_ok)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log,
-                lifespan="on")
+                lifespan="on", timeout_graceful_shutdown=args.graceful_timeout)
     return 0
+
+
+def _exit_ok(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _mapping_files(paths: list[str]) -> list[Path]:
@@ -85,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--access-log", action="store_true", help="log every request line")
+    serve.add_argument("--graceful-timeout", type=float, default=30.0, metavar="SECONDS",
+                       help="on SIGTERM, how long calls under way may take to finish before they are cancelled")
     serve.set_defaults(run=_serve)
 
     check = commands.add_parser("check", help="load and compile mapping files; exit non-zero on any error")

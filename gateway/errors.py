@@ -54,6 +54,12 @@ def not_implemented(provider: str, operation: str) -> GatewayError:
                         provider=provider, operation=operation)
 
 
+def shutting_down() -> GatewayError:
+    # The call was cancelled midway: a create may have reached the provider.
+    return GatewayError(503, "shutting_down", "the gateway shut down before this call finished; a create may have happened",
+                        {"Retry-After": "1", "Connection": "close"}, maybe_done=True)
+
+
 def bad_gateway(code: str, message: str, maybe_done: bool = False, **extra: Any) -> GatewayError:
     return GatewayError(502, code, message, maybe_done=maybe_done, **extra)
 

@@ -76,8 +76,10 @@ class SqliteStore:
 
 class RedisStore:
     def __init__(self, url: str):
-        import redis.asyncio  # only where Redis is configured
-
+        try:
+            import redis.asyncio  # only where Redis is configured
+        except ImportError:  # a clear start-up error, not a traceback
+            raise ValueError(f"{url.split(':', 1)[0]}:// needs the redis package: pip install redis") from None
         self._redis = redis.asyncio.Redis.from_url(url)
 
     async def reserve(self, key: str, entry: Entry) -> Entry | None:

@@ -4,6 +4,7 @@ Each handler walks the request path: route -> connection -> compiled operation
 -> upstream call -> unify -> response.
 """
 
+import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable
@@ -18,7 +19,7 @@ from starlette.routing import Route
 from . import idempotency, paging
 from .connections import ApiKeys, Connection, Connections
 from .cursor import CursorError, Cursors, Position
-from .errors import GatewayError, bad_gateway, bad_request, not_implemented, unauthorized, unprocessable
+from .errors import GatewayError, bad_gateway, bad_request, not_implemented, shutting_down, unauthorized, unprocessable
 from .models import OBJECTS, UnifiedObject, unknown_fields
 from .operation import Operation, TranslationError
 from .unify import UnifyError
@@ -237,7 +238,9 @@ class Gateway:
         scoped = idempotency.fingerprint(conn.scope, obj.name.encode(), key.encode())
         claim = idempotency.Entry(idempotency.fingerprint(raw, b"remote_data" if remote_data else b""))
         held = await self.idempotency.reserve(scoped, claim)
-        if held is not None and held.pending:
+        # Only a retry of the same request waits for the first one's answer;
+        # another request under the key is refused at once, below.
+        if held is not None and held.pending and held.fingerprint == claim.fingerprint:
             held = await idempotency.wait_for_answer(self.idempotency, scoped, conn.provider.limits.total_timeout)
             if held is None:  # the first attempt failed before reaching the provider: take over
                 held = await self.idempotency.reserve(scoped, claim)
@@ -255,6 +258,13 @@ class Gateway:
                 await self.idempotency.release(scoped)
                 raise
             response = exc.response()
+        except asyncio.CancelledError:
+            # Cut short by a shutdown: the create may have reached the provider, so
+            # keep the answer, as for a timeout, rather than let a retry create again.
+            cut = shutting_down().response()
+            kept = {k: v for k, v in cut.headers.items() if k in _REPLAYED_HEADERS}
+            await self.idempotency.complete(scoped, idempotency.Entry(claim.fingerprint, cut.status_code, kept, cut.body))
+            raise
         except BaseException:
             await self.idempotency.release(scoped)
             raise

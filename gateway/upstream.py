@@ -72,6 +72,9 @@ class AiohttpExchange:
                                               sock_read=limits.read_timeout),
                 headers=_HEADERS, auto_decompress=True, skip_auto_headers=("User-Agent",),
             )
+            # aiohttp resends a GET, PUT or DELETE once, unasked, when the connection
+            # drops: a PUT may be a create (Xero's are), and retries are decided below.
+            session._retry_connection = False
             self._sessions[provider.name] = session
         return session
 
@@ -85,10 +88,13 @@ class AiohttpExchange:
                                                        data=body, allow_redirects=False) as response:
                 if response.content_length is not None and response.content_length > cap:
                     raise TooLarge()
-                content = await response.content.read(cap + 1)
-                if len(content) > cap:
-                    raise TooLarge()
-                return Raw(response.status, content, response.headers.get("retry-after"))
+                # read(n) returns what has arrived so far, not n bytes: read to the end.
+                content = bytearray()
+                async for chunk in response.content.iter_any():
+                    content += chunk
+                    if len(content) > cap:
+                        raise TooLarge()
+                return Raw(response.status, bytes(content), response.headers.get("retry-after"))
         except asyncio.TimeoutError:
             raise TimedOut() from None
         except aiohttp.ClientConnectorError as exc:
@@ -241,9 +247,10 @@ class Upstream:
                                   maybe_done=exc.sent, provider=provider.name) from None
             except TooLarge:
                 breaker.succeeded()  # the provider is up; its answer is just too big for us
+                # It answered, so it may have acted: a create must not run again.
                 raise bad_gateway("upstream_response_too_large",
                                   f"{provider.name}'s answer exceeds {provider.limits.max_response_bytes} bytes",
-                                  provider=provider.name) from None
+                                  maybe_done=True, provider=provider.name) from None
             if raw.status >= 500:
                 breaker.failed()
             else:
