@@ -7,6 +7,7 @@ host) or Redis (several gateway instances), behind the same small interface.
 """
 
 import asyncio
+import functools
 import hashlib
 import sqlite3
 import tempfile
@@ -15,6 +16,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import msgspec
+import redis.asyncio
+from redis.exceptions import RedisError
 
 TTL = 24 * 3600  # how long an answer is kept for replay
 _PENDING = -1  # the status of a reservation whose create is still under way
@@ -42,6 +45,26 @@ def fingerprint(*parts: bytes) -> str:
     return digest.hexdigest()
 
 
+class StoreUnavailable(Exception):
+    """The store did not answer; what it holds is unknown."""
+
+
+def _guarded(*errors: type[BaseException]):
+    """Turn a backend's own errors into StoreUnavailable, for the caller to answer with a 503."""
+    def wrap(method):
+        @functools.wraps(method)
+        async def guarded(*args, **kwargs):
+            try:
+                return await method(*args, **kwargs)
+            except errors as exc:
+                raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from None
+        return guarded
+    return wrap
+
+
+_sqlite_guard = _guarded(sqlite3.Error)
+
+
 class SqliteStore:
     """A file shared by the processes of one host (WAL lets them interleave)."""
 
@@ -51,6 +74,7 @@ class SqliteStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, entry BLOB, expires REAL)")
 
+    @_sqlite_guard
     async def reserve(self, key: str, entry: Entry) -> Entry | None:
         """None: reserved for the caller. Otherwise what the key already holds."""
         now = time.time()
@@ -60,13 +84,16 @@ class SqliteStore:
                                         (key, _encode(entry), now + TTL)).rowcount
         return None if inserted else await self.get(key)
 
+    @_sqlite_guard
     async def get(self, key: str) -> Entry | None:
         row = self._db.execute("SELECT entry FROM idempotency WHERE key = ?", (key,)).fetchone()
         return _decode(row[0]) if row else None
 
+    @_sqlite_guard
     async def complete(self, key: str, entry: Entry) -> None:
         self._db.execute("UPDATE idempotency SET entry = ?, expires = ? WHERE key = ?", (_encode(entry), time.time() + TTL, key))
 
+    @_sqlite_guard
     async def release(self, key: str) -> None:
         self._db.execute("DELETE FROM idempotency WHERE key = ?", (key,))
 
@@ -74,26 +101,30 @@ class SqliteStore:
         self._db.close()
 
 
+_redis_guard = _guarded(RedisError, OSError)
+
+
 class RedisStore:
     def __init__(self, url: str):
-        try:
-            import redis.asyncio  # only where Redis is configured
-        except ImportError:  # a clear start-up error, not a traceback
-            raise ValueError(f"{url.split(':', 1)[0]}:// needs the redis package: pip install redis") from None
-        self._redis = redis.asyncio.Redis.from_url(url)
+        # Short socket timeouts: a Redis that is down must cost a 503, not a hung create.
+        self._redis = redis.asyncio.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
 
+    @_redis_guard
     async def reserve(self, key: str, entry: Entry) -> Entry | None:
         if await self._redis.set(key, _encode(entry), nx=True, ex=TTL):
             return None
         return await self.get(key)
 
+    @_redis_guard
     async def get(self, key: str) -> Entry | None:
         raw = await self._redis.get(key)
         return _decode(raw) if raw else None
 
+    @_redis_guard
     async def complete(self, key: str, entry: Entry) -> None:
         await self._redis.set(key, _encode(entry), ex=TTL)
 
+    @_redis_guard
     async def release(self, key: str) -> None:
         await self._redis.delete(key)
 

@@ -237,13 +237,12 @@ class Gateway:
             raise bad_request("invalid_idempotency_key", "Idempotency-Key must be 1 to 255 characters")
         scoped = idempotency.fingerprint(conn.scope, obj.name.encode(), key.encode())
         claim = idempotency.Entry(idempotency.fingerprint(raw, b"remote_data" if remote_data else b""))
-        held = await self.idempotency.reserve(scoped, claim)
-        # Only a retry of the same request waits for the first one's answer;
-        # another request under the key is refused at once, below.
-        if held is not None and held.pending and held.fingerprint == claim.fingerprint:
-            held = await idempotency.wait_for_answer(self.idempotency, scoped, conn.provider.limits.total_timeout)
-            if held is None:  # the first attempt failed before reaching the provider: take over
-                held = await self.idempotency.reserve(scoped, claim)
+        try:
+            held = await self._claim(scoped, claim, conn.provider.limits.total_timeout)
+        except idempotency.StoreUnavailable as exc:
+            log.error("idempotency store unavailable: %s", exc)
+            raise GatewayError(503, "idempotency_unavailable", "cannot honour the Idempotency-Key now: its store does not answer",
+                               {"Retry-After": "1"}) from None
         if held is not None:
             if held.fingerprint != claim.fingerprint:
                 raise unprocessable("idempotency_key_reused", "this Idempotency-Key was used with a different request body")
@@ -255,22 +254,43 @@ class Gateway:
             response = await create()
         except GatewayError as exc:
             if not exc.maybe_done:
-                await self.idempotency.release(scoped)
+                await self._settle(scoped, claim, None)
                 raise
             response = exc.response()
         except asyncio.CancelledError:
             # Cut short by a shutdown: the create may have reached the provider, so
             # keep the answer, as for a timeout, rather than let a retry create again.
-            cut = shutting_down().response()
-            kept = {k: v for k, v in cut.headers.items() if k in _REPLAYED_HEADERS}
-            await self.idempotency.complete(scoped, idempotency.Entry(claim.fingerprint, cut.status_code, kept, cut.body))
+            await self._settle(scoped, claim, shutting_down().response())
             raise
         except BaseException:
-            await self.idempotency.release(scoped)
+            await self._settle(scoped, claim, None)
             raise
-        kept = {k: v for k, v in response.headers.items() if k in _REPLAYED_HEADERS}
-        await self.idempotency.complete(scoped, idempotency.Entry(claim.fingerprint, response.status_code, kept, response.body))
+        await self._settle(scoped, claim, response)
         return response
+
+    async def _claim(self, scoped: str, claim: idempotency.Entry, wait: float) -> idempotency.Entry | None:
+        """None: the key is ours to run. Otherwise the entry it already holds."""
+        held = await self.idempotency.reserve(scoped, claim)
+        # Only a retry of the same request waits for the first one's answer;
+        # another request under the key is refused at once.
+        if held is not None and held.pending and held.fingerprint == claim.fingerprint:
+            held = await idempotency.wait_for_answer(self.idempotency, scoped, wait)
+            if held is None:  # the first attempt failed before reaching the provider: take over
+                held = await self.idempotency.reserve(scoped, claim)
+        return held
+
+    async def _settle(self, scoped: str, claim: idempotency.Entry, response: Response | None) -> None:
+        """Keep the answer for replay, or free the key (None) when nothing was created."""
+        try:
+            if response is None:
+                await self.idempotency.release(scoped)
+            else:
+                kept = {k: v for k, v in response.headers.items() if k in _REPLAYED_HEADERS}
+                await self.idempotency.complete(scoped, idempotency.Entry(claim.fingerprint, response.status_code,
+                                                                          kept, response.body))
+        except idempotency.StoreUnavailable as exc:
+            # The create is done either way: answer it; a retry may find the key pending.
+            log.error("idempotency store unavailable, the answer for a key is not kept: %s", exc)
 
     def _body(self, raw: bytes, obj: UnifiedObject) -> dict:
         if not raw.strip():

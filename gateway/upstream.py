@@ -151,30 +151,32 @@ class Breaker:
         self.reset_after = reset_after
         self.failures = 0
         self.opened_at: float | None = None
-        self.probing = False
+        self.probe_at: float | None = None  # when the half-open probe went out
 
     def retry_after(self) -> float | None:
         """None: the call may go. Otherwise seconds until a probe may."""
         if self.opened_at is None:
             return None
-        waited = time.monotonic() - self.opened_at
+        now = time.monotonic()
+        waited = now - self.opened_at
         if waited < self.reset_after:
             return self.reset_after - waited
-        if self.probing:
+        # A probe that never reported back (cancelled) must not hold the circuit open.
+        if self.probe_at is not None and now - self.probe_at < self.reset_after:
             return 1.0
-        self.probing = True
+        self.probe_at = now
         return None
 
     def succeeded(self) -> None:
         self.failures = 0
         self.opened_at = None
-        self.probing = False
+        self.probe_at = None
 
     def failed(self) -> None:
         self.failures += 1
-        if self.probing or self.failures >= self.threshold:
+        if self.probe_at is not None or self.failures >= self.threshold:
             self.opened_at = time.monotonic()
-        self.probing = False
+        self.probe_at = None
 
 
 def _retry_after_seconds(value: str | None) -> float | None:

@@ -164,11 +164,26 @@ def test_open_store_reads_the_url(tmp_path, redis_url):
         idempotency.open_store("http://example.com/store")
 
 
-def test_redis_without_redis_py_is_a_clear_error(monkeypatch):
-    monkeypatch.setitem(sys.modules, "redis", None)
-    monkeypatch.setitem(sys.modules, "redis.asyncio", None)
-    with pytest.raises(ValueError, match="needs the redis package"):
-        idempotency.open_store("redis://127.0.0.1:6379/0")
+def test_a_redis_that_does_not_answer_is_a_503_before_any_create(tmp_path):
+    import httpx
+    from starlette.testclient import TestClient
+
+    from conftest import free_port
+    from gateway.app import create_app
+    from gateway.settings import from_environ
+
+    connections = tmp_path / "c.yaml"
+    connections.write_text("- {token: t, provider: formation, base_url: 'https://formation.test', "
+                           "credentials: {api_key: k}, context: {company_id: c}}\n")
+    env = {"GATEWAY_API_KEYS": "key", "GATEWAY_CONNECTIONS": str(connections),
+           "GATEWAY_IDEMPOTENCY_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    # No provider is mocked: a call upstream would fail the request differently.
+    app = create_app(from_environ(env), environ=env, transport=httpx.MockTransport(lambda r: httpx.Response(500)))
+    with TestClient(app) as client:
+        response = client.post("/accounting/contacts", json={"name": "A"},
+                               headers={"x-api-key": "key", "x-connection-token": "t", "Idempotency-Key": "k1"})
+    assert response.status_code == 503, response.text
+    assert response.json()["code"] == "idempotency_unavailable" and response.headers["retry-after"] == "1"
 
 
 # -- (b) end to end: one gateway, SQLite -----------------------------------------------
