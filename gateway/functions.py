@@ -106,6 +106,21 @@ class Functions(functions.Functions):
         self._maps = value_maps
         self._reverse = {name: {v: k for k, v in m.items()} for name, m in value_maps.items()}
         self._context = context
+        self._checked: set[tuple] = set()
+
+    def call_function(self, function_name: str, resolved_args: list) -> Any:
+        # jmespath checks every argument's type on every call, which costs more
+        # than most functions themselves. A check depends only on the names and
+        # types of the arguments (but for arrays, whose elements count too), so
+        # one that passed is remembered for those types.
+        if any(isinstance(arg, list) for arg in resolved_args):
+            return super().call_function(function_name, resolved_args)
+        key = (function_name, *map(type, resolved_args))
+        if key in self._checked:
+            return self.FUNCTION_TABLE[function_name]["function"](self, *resolved_args)
+        result = super().call_function(function_name, resolved_args)
+        self._checked.add(key)
+        return result
 
     def _map(self, table: Any, reverse: bool) -> dict:
         if isinstance(table, dict):

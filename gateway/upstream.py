@@ -6,10 +6,9 @@ retries of what is safe to retry, with jittered exponential backoff, within
 a time budget; a circuit breaker per provider. Failures leave here as
 `GatewayError`s, success as decoded JSON.
 
-Two exchanges carry the bytes. Over the network, aiohttp: measured (see the
-README's benchmark) several times faster than httpx's own transport on this
-path. In process, any httpx transport: the embedded sandbox's ASGI app, or
-the mocked transport of the translation tests.
+Two exchanges carry the bytes. Over the network, gateway/transport.py, chosen
+by measurement (README, "Benchmark"). In process, any httpx transport: the
+embedded sandbox's ASGI app, or the mocked transport of the translation tests.
 """
 
 import asyncio
@@ -18,14 +17,15 @@ import random
 import time
 from typing import Any
 
-import aiohttp
 import httpx
 import msgspec
 
+from . import transport
 from .connections import Connection
 from .errors import GatewayError, bad_gateway, from_provider
 from .mapping import Provider, RetrySpec
 from .operation import UpstreamRequest
+from .transport import Answer, TimedOut, TooLarge, Unreachable
 
 log = logging.getLogger("gateway.upstream")
 
@@ -34,77 +34,28 @@ _encode = msgspec.json.encode
 _HEADERS = {"accept": "application/json", "user-agent": "panora-gateway"}
 
 
-class Raw(msgspec.Struct):
-    status: int
-    body: bytes
-    retry_after: str | None
-
-
-class Unreachable(Exception):
-    """No answer. `sent`: whether any request bytes may have reached the provider."""
-
-    def __init__(self, reason: str, sent: bool):
-        super().__init__(reason)
-        self.sent = sent
-
-
-class TimedOut(Exception):
-    pass
-
-
-class TooLarge(Exception):
-    pass
-
-
-class AiohttpExchange:
-    """One session per provider, so each has its own pool and timeouts."""
+class NetworkExchange:
+    """The network path: gateway/transport.py's keep-alive pools."""
 
     def __init__(self) -> None:
-        self._sessions: dict[str, aiohttp.ClientSession] = {}
-
-    def _session(self, provider: Provider) -> aiohttp.ClientSession:
-        session = self._sessions.get(provider.name)
-        if session is None:
-            limits = provider.limits
-            session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=limits.max_connections, ttl_dns_cache=300),
-                timeout=aiohttp.ClientTimeout(total=limits.total_timeout, sock_connect=limits.connect_timeout,
-                                              sock_read=limits.read_timeout),
-                headers=_HEADERS, auto_decompress=True, skip_auto_headers=("User-Agent",),
-            )
-            # aiohttp resends a GET, PUT or DELETE once, unasked, when the connection
-            # drops: a PUT may be a create (Xero's are), and retries are decided below.
-            session._retry_connection = False
-            self._sessions[provider.name] = session
-        return session
+        self._client = transport.Client()
 
     async def __call__(self, provider: Provider, method: str, url: str, query: list, headers: dict,
-                       body: bytes | None) -> Raw:
-        cap = provider.limits.max_response_bytes
+                       body: bytes | None) -> Answer:
+        limits = provider.limits
+        # Redirects are not followed (the client has no notion of them): a Location
+        # must not take the gateway, and the connection's credentials, to another host.
         try:
-            # Redirects are not followed: a Location must not take the gateway,
-            # and the connection's credentials, to another host.
-            async with self._session(provider).request(method, url, params=query or None, headers=headers,
-                                                       data=body, allow_redirects=False) as response:
-                if response.content_length is not None and response.content_length > cap:
-                    raise TooLarge()
-                # read(n) returns what has arrived so far, not n bytes: read to the end.
-                content = bytearray()
-                async for chunk in response.content.iter_any():
-                    content += chunk
-                    if len(content) > cap:
-                        raise TooLarge()
-                return Raw(response.status, bytes(content), response.headers.get("retry-after"))
-        except asyncio.TimeoutError:
-            raise TimedOut() from None
-        except aiohttp.ClientConnectorError as exc:
-            raise Unreachable(type(exc).__name__, sent=False) from None
-        except (aiohttp.ClientError, OSError) as exc:
-            raise Unreachable(type(exc).__name__, sent=True) from None
+            return await self._client.send(method, url, query, {**_HEADERS, **headers}, body,
+                                           cap=limits.max_response_bytes, pool_size=limits.max_connections,
+                                           connect_timeout=limits.connect_timeout, read_timeout=limits.read_timeout,
+                                           total_timeout=limits.total_timeout)
+        except ValueError as exc:  # a header HTTP/1.1 cannot carry: nothing was sent
+            raise GatewayError(422, "untranslatable", f"cannot send this request to {provider.name}: {exc}",
+                               provider=provider.name) from None
 
     async def aclose(self) -> None:
-        for session in self._sessions.values():
-            await session.close()
+        await self._client.aclose()
 
 
 class HttpxExchange:
@@ -114,7 +65,7 @@ class HttpxExchange:
         self._client = httpx.AsyncClient(transport=transport, follow_redirects=False, headers=_HEADERS)
 
     async def __call__(self, provider: Provider, method: str, url: str, query: list, headers: dict,
-                       body: bytes | None) -> Raw:
+                       body: bytes | None) -> Answer:
         limits = provider.limits
         timeout = httpx.Timeout(limits.total_timeout, connect=limits.connect_timeout, read=limits.read_timeout)
         try:
@@ -136,7 +87,7 @@ class HttpxExchange:
             raise Unreachable(type(exc).__name__, sent=False) from None
         except httpx.TransportError as exc:
             raise Unreachable(type(exc).__name__, sent=True) from None
-        return Raw(response.status_code, bytes(content), response.headers.get("retry-after"))
+        return Answer(response.status_code, bytes(content), response.headers.get("retry-after"))
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -187,7 +138,7 @@ def _retry_after_seconds(value: str | None) -> float | None:
 
 
 class Upstream:
-    def __init__(self, exchange: AiohttpExchange | HttpxExchange):
+    def __init__(self, exchange: NetworkExchange | HttpxExchange):
         self.exchange = exchange
         self._breakers: dict[str, Breaker] = {}
 
@@ -212,7 +163,7 @@ class Upstream:
             conn.in_flight -= 1
         return _result(conn, raw)
 
-    async def _attempts(self, conn: Connection, request: UpstreamRequest) -> Raw:
+    async def _attempts(self, conn: Connection, request: UpstreamRequest) -> Answer:
         provider = conn.provider
         policy = provider.retries
         breaker = self._breaker(provider)
@@ -296,7 +247,7 @@ def _decode(body: bytes) -> Any:
         return _INVALID
 
 
-def _result(conn: Connection, raw: Raw) -> Any:
+def _result(conn: Connection, raw: Answer) -> Any:
     data = _decode(raw.body)
     if 200 <= raw.status < 300:
         if data is _INVALID:
@@ -334,5 +285,5 @@ def _text(value: Any) -> str | None:
 
 
 def open_upstream(transport: httpx.AsyncBaseTransport | None = None) -> Upstream:
-    return Upstream(HttpxExchange(transport) if transport is not None else AiohttpExchange())
+    return Upstream(HttpxExchange(transport) if transport is not None else NetworkExchange())
 

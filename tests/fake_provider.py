@@ -178,7 +178,7 @@ class FakeFormation:
                 key, value = line.split(":", 1)
                 headers[key.strip().lower()] = value.strip()
         raw = await _body(reader, headers)
-        path = urlsplit(target).path
+        path = unquote(urlsplit(target).path)  # %3A and : name the same resource
         body = _json_or_none(raw)
         name = self._name(method, path, body)
         with self._lock:
@@ -198,7 +198,7 @@ class FakeFormation:
         if (method, path) in self._overrides:
             return self._overrides[(method, path)]
         if method == "GET" and path.startswith("/contacts/"):
-            return unquote(path[len("/contacts/"):])
+            return path[len("/contacts/"):]
         if method in ("POST", "PUT") and path == "/contacts" and isinstance(body, dict):
             return str(body.get("full_name", "ok"))
         return "ok"
@@ -209,7 +209,7 @@ class FakeFormation:
             return 201, _envelope({**record(next(self._ids)), **fields})
         if path == "/contacts":
             return 200, _envelope({"contacts": [record("a" * 24), record("b" * 24)], "total": 2})
-        return 200, _envelope(record(unquote(path[len("/contacts/"):])))
+        return 200, _envelope(record(path[len("/contacts/"):]))
 
     async def _play(self, spec: str, tries: int, method: str, path: str, body: Any,
                     reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:

@@ -1,0 +1,267 @@
+"""A small HTTP/1.1 client for the upstream hot path: keep-alive pools per
+origin, httptools (the C parser uvicorn uses) for answers.
+
+Measured on the benchmark's machine, one call through aiohttp cost about
+190 us of CPU, through httpx's own transport far more; through this about
+30 us, which is most of the difference between the gateway meeting its
+throughput target and missing it (README, "Benchmark"). It does only what
+the gateway needs: JSON requests with a body of known length, answers with
+Content-Length, chunked or read-to-close bodies, gzip, TLS, timeouts, caps.
+"""
+
+import asyncio
+import ssl
+import time
+import zlib
+from collections import deque
+from urllib.parse import urlencode, urlsplit
+
+import httptools
+
+
+class Unreachable(Exception):
+    """No (whole) answer. `sent`: whether request bytes may have reached the provider."""
+
+    def __init__(self, reason: str, sent: bool):
+        super().__init__(reason)
+        self.sent = sent
+
+
+class TimedOut(Exception):
+    pass
+
+
+class TooLarge(Exception):
+    pass
+
+
+class Answer:
+    __slots__ = ("status", "body", "retry_after")
+
+    def __init__(self, status: int, body: bytes, retry_after: str | None):
+        self.status = status
+        self.body = body
+        self.retry_after = retry_after
+
+
+_IDLE_SECONDS = 15.0  # drop pooled connections before most servers would
+
+
+class _Connection(asyncio.Protocol):
+    """One TCP (or TLS) connection; one request at a time on it."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self.idle_since = 0.0
+        self._reset_exchange(None, 0)
+
+    def _reset_exchange(self, done: asyncio.Future | None, cap: int) -> None:
+        self.done = done
+        self.cap = cap
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.retry_after: str | None = None
+        self.encoding = b""
+        self.framed = False  # Content-Length or chunked: the parser knows where the body ends
+        self.answered = False  # any byte of the answer arrived
+        self.keep_alive = False
+        self.last_read = time.monotonic()
+
+    # -- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.answered = True
+        self.last_read = time.monotonic()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(Unreachable(f"malformed answer: {exc}", sent=True))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.done is None or self.done.done():
+            return
+        if self.answered and not self.framed and self.parser.get_status_code():
+            self._finish()  # a body delimited by the connection's end
+        else:
+            self._fail(Unreachable("the connection closed before a whole answer", sent=True))
+
+    # -- httptools callbacks
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lowered = name.lower()
+        if lowered == b"retry-after":
+            self.retry_after = value.decode("latin-1")
+        elif lowered == b"content-encoding":
+            self.encoding = value.strip().lower()
+        elif lowered == b"content-length":
+            self.framed = True
+            if value.isdigit() and int(value) > self.cap:
+                self._fail(TooLarge())
+        elif lowered == b"transfer-encoding":
+            self.framed = True
+
+    def on_headers_complete(self) -> None:
+        # Asked here: once the message is complete the parser has moved on.
+        self.keep_alive = self.parser.should_keep_alive()
+
+    def on_body(self, body: bytes) -> None:
+        self.size += len(body)
+        if self.size > self.cap:
+            self._fail(TooLarge())
+            return
+        self.chunks.append(body)
+
+    def on_message_complete(self) -> None:
+        self._finish()
+
+    # --
+
+    def _finish(self) -> None:
+        if self.done is None or self.done.done():
+            return
+        body = b"".join(self.chunks)
+        if self.encoding in (b"gzip", b"deflate"):
+            try:
+                body = _inflate(body, self.cap)
+            except (zlib.error, TooLarge) as exc:
+                self._fail(exc if isinstance(exc, TooLarge) else Unreachable("a compressed answer that does not inflate", sent=True))
+                return
+        self.done.set_result(Answer(self.parser.get_status_code(), body, self.retry_after))
+
+    def _fail(self, exc: Exception) -> None:
+        if self.done is not None and not self.done.done():
+            self.done.set_exception(exc)
+        self.close()
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def watch(self, loop: asyncio.AbstractEventLoop, read_timeout: float) -> None:
+        """Fail the exchange once no byte has arrived for `read_timeout` seconds:
+        one timer per call, re-armed only when it fires early."""
+        idle = time.monotonic() - self.last_read
+        if idle >= read_timeout:
+            self._fail(TimedOut())
+        else:
+            self.watchdog = loop.call_later(read_timeout - idle, self.watch, loop, read_timeout)
+
+    def reusable(self) -> bool:
+        return not self.closed and self.keep_alive and not self.transport.is_closing()
+
+
+def _inflate(body: bytes, cap: int) -> bytes:
+    inflater = zlib.decompressobj(47)  # 47: gzip or zlib headers, detected
+    out = inflater.decompress(body, cap + 1)
+    if len(out) > cap or inflater.unconsumed_tail:
+        raise TooLarge()
+    return out
+
+
+class Pool:
+    """Keep-alive connections to one origin, at most `size` at once."""
+
+    def __init__(self, scheme: str, host: str, port: int, size: int, tls: ssl.SSLContext | None):
+        self.host, self.port, self.tls = host, port, tls
+        self.authority = host if port == (443 if scheme == "https" else 80) else f"{host}:{port}"
+        self.idle: deque[_Connection] = deque()
+        self.slots = asyncio.Semaphore(size)
+
+    async def _connect(self, timeout: float) -> _Connection:
+        while self.idle:
+            conn = self.idle.pop()
+            if conn.reusable() and time.monotonic() - conn.idle_since < _IDLE_SECONDS:
+                return conn
+            conn.close()
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                _, conn = await loop.create_connection(
+                    _Connection, self.host, self.port, ssl=self.tls,
+                    server_hostname=self.host if self.tls else None)
+        except TimeoutError:
+            raise TimedOut() from None
+        except (OSError, ssl.SSLError) as exc:
+            raise Unreachable(type(exc).__name__, sent=False) from None
+        return conn
+
+    async def request(self, head: bytes, body: bytes | None, cap: int, connect_timeout: float,
+                      read_timeout: float) -> Answer:
+        async with self.slots:
+            conn = await self._connect(connect_timeout)
+            loop = asyncio.get_running_loop()
+            conn.parser = httptools.HttpResponseParser(conn)
+            conn._reset_exchange(loop.create_future(), cap)
+            conn.transport.write(head + body if body else head)
+            conn.watch(loop, read_timeout)
+            try:
+                answer = await conn.done
+            except BaseException:
+                conn.close()  # mid-exchange: the connection's state is unknown
+                raise
+            finally:
+                conn.watchdog.cancel()
+            if conn.reusable():
+                conn.idle_since = time.monotonic()
+                conn.done = None
+                self.idle.append(conn)
+            else:
+                conn.close()
+            return answer
+
+    def close(self) -> None:
+        while self.idle:
+            self.idle.pop().close()
+
+
+class Client:
+    """Pools by origin; `send` is the whole interface."""
+
+    def __init__(self) -> None:
+        self._pools: dict[tuple[str, str, int], Pool] = {}
+        self._tls = ssl.create_default_context()
+
+    def _pool(self, url: str, size: int) -> tuple[Pool, str]:
+        parts = urlsplit(url)
+        scheme = parts.scheme
+        port = parts.port or (443 if scheme == "https" else 80)
+        key = (scheme, parts.hostname or "", port)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = Pool(scheme, key[1], port, size, self._tls if scheme == "https" else None)
+        target = parts.path or "/"
+        return pool, target + ("?" + parts.query if parts.query else "")
+
+    async def send(self, method: str, url: str, query: list[tuple[str, str]], headers: dict[str, str],
+                   body: bytes | None, *, cap: int, pool_size: int, connect_timeout: float,
+                   read_timeout: float, total_timeout: float) -> Answer:
+        pool, target = self._pool(url, pool_size)
+        if query:
+            target += ("&" if "?" in target else "?") + urlencode(query)
+        lines = [f"{method} {target} HTTP/1.1", f"host: {pool.authority}"]
+        for name, value in headers.items():
+            if "\r" in value or "\n" in value or "\r" in name or "\n" in name or ":" in name:
+                raise ValueError(f"header {name!r} holds a line break or colon")  # no header injection
+            lines.append(f"{name}: {value}")
+        if body is not None:
+            lines.append(f"content-length: {len(body)}")
+        try:
+            head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        except UnicodeEncodeError:
+            raise ValueError("a header or the path holds characters HTTP/1.1 cannot carry") from None
+        try:
+            async with asyncio.timeout(total_timeout):
+                return await pool.request(head, body, cap, connect_timeout, read_timeout)
+        except TimeoutError:
+            raise TimedOut() from None
+
+    async def aclose(self) -> None:
+        for pool in self._pools.values():
+            pool.close()
