@@ -67,7 +67,7 @@ class _Connection(asyncio.Protocol):
         self.framed = False  # Content-Length or chunked: the parser knows where the body ends
         self.answered = False  # any byte of the answer arrived
         self.keep_alive = False
-        self.last_read = time.monotonic()
+        self.received = 0  # bytes of the answer so far: the sweeper watches it move
 
     # -- asyncio.Protocol
 
@@ -76,7 +76,7 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.answered = True
-        self.last_read = time.monotonic()
+        self.received += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -144,15 +144,6 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    def watch(self, loop: asyncio.AbstractEventLoop, read_timeout: float) -> None:
-        """Fail the exchange once no byte has arrived for `read_timeout` seconds:
-        one timer per call, re-armed only when it fires early."""
-        idle = time.monotonic() - self.last_read
-        if idle >= read_timeout:
-            self._fail(TimedOut())
-        else:
-            self.watchdog = loop.call_later(read_timeout - idle, self.watch, loop, read_timeout)
-
     def reusable(self) -> bool:
         return not self.closed and self.keep_alive and not self.transport.is_closing()
 
@@ -192,22 +183,21 @@ class Pool:
             raise Unreachable(type(exc).__name__, sent=False) from None
         return conn
 
-    async def request(self, head: bytes, body: bytes | None, cap: int, connect_timeout: float,
-                      read_timeout: float) -> Answer:
+    async def request(self, head: bytes, body: bytes | None, cap: int, timeouts: "Timeouts",
+                      sweeper: "Sweeper") -> Answer:
         async with self.slots:
-            conn = await self._connect(connect_timeout)
-            loop = asyncio.get_running_loop()
+            conn = await self._connect(timeouts.connect)
             conn.parser = httptools.HttpResponseParser(conn)
-            conn._reset_exchange(loop.create_future(), cap)
+            conn._reset_exchange(asyncio.get_running_loop().create_future(), cap)
             conn.transport.write(head + body if body else head)
-            conn.watch(loop, read_timeout)
+            sweeper.watch(conn, timeouts)
             try:
                 answer = await conn.done
             except BaseException:
                 conn.close()  # mid-exchange: the connection's state is unknown
                 raise
             finally:
-                conn.watchdog.cancel()
+                sweeper.forget(conn)
             if conn.reusable():
                 conn.idle_since = time.monotonic()
                 conn.done = None
@@ -221,12 +211,59 @@ class Pool:
             self.idle.pop().close()
 
 
+class Timeouts:
+    __slots__ = ("connect", "read", "total")
+
+    def __init__(self, connect: float, read: float, total: float):
+        self.connect, self.read, self.total = connect, read, total
+
+
+class Sweeper:
+    """One task checks every exchange under way a few times a second, failing
+    those past their total timeout or silent for longer than their read
+    timeout. Two timers per call cost more than the rest of the client."""
+
+    TICK = 0.05
+
+    def __init__(self) -> None:
+        self._watched: dict[_Connection, list] = {}
+        self._task: asyncio.Task | None = None
+
+    def watch(self, conn: _Connection, timeouts: Timeouts) -> None:
+        now = time.monotonic()
+        # [deadline, read timeout, bytes seen at the last tick, when they last moved]
+        self._watched[conn] = [now + timeouts.total, timeouts.read, 0, now]
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def forget(self, conn: _Connection) -> None:
+        self._watched.pop(conn, None)
+
+    async def _run(self) -> None:
+        while self._watched:
+            await asyncio.sleep(self.TICK)
+            now = time.monotonic()
+            for conn, state in list(self._watched.items()):
+                deadline, read_timeout, seen, moved = state
+                if conn.received != seen:
+                    state[2] = conn.received
+                    state[3] = moved = now
+                if now > deadline or now - moved > read_timeout:
+                    conn._fail(TimedOut())
+                    self.forget(conn)
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
 class Client:
     """Pools by origin; `send` is the whole interface."""
 
     def __init__(self) -> None:
         self._pools: dict[tuple[str, str, int], Pool] = {}
         self._tls = ssl.create_default_context()
+        self._sweeper = Sweeper()
 
     def _pool(self, url: str, size: int) -> tuple[Pool, str]:
         parts = urlsplit(url)
@@ -240,8 +277,7 @@ class Client:
         return pool, target + ("?" + parts.query if parts.query else "")
 
     async def send(self, method: str, url: str, query: list[tuple[str, str]], headers: dict[str, str],
-                   body: bytes | None, *, cap: int, pool_size: int, connect_timeout: float,
-                   read_timeout: float, total_timeout: float) -> Answer:
+                   body: bytes | None, *, cap: int, pool_size: int, timeouts: Timeouts) -> Answer:
         pool, target = self._pool(url, pool_size)
         if query:
             target += ("&" if "?" in target else "?") + urlencode(query)
@@ -256,12 +292,15 @@ class Client:
             head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         except UnicodeEncodeError:
             raise ValueError("a header or the path holds characters HTTP/1.1 cannot carry") from None
-        try:
-            async with asyncio.timeout(total_timeout):
-                return await pool.request(head, body, cap, connect_timeout, read_timeout)
-        except TimeoutError:
-            raise TimedOut() from None
+        if pool.slots.locked():  # waiting for a free connection counts against the total
+            try:
+                async with asyncio.timeout(timeouts.total):
+                    return await pool.request(head, body, cap, timeouts, self._sweeper)
+            except TimeoutError:
+                raise TimedOut() from None
+        return await pool.request(head, body, cap, timeouts, self._sweeper)
 
     async def aclose(self) -> None:
+        self._sweeper.close()
         for pool in self._pools.values():
             pool.close()

@@ -39,6 +39,15 @@ class NetworkExchange:
 
     def __init__(self) -> None:
         self._client = transport.Client()
+        self._by_provider: dict[str, transport.Timeouts] = {}
+
+    def _timeouts(self, provider: Provider) -> transport.Timeouts:
+        timeouts = self._by_provider.get(provider.name)
+        if timeouts is None:
+            limits = provider.limits
+            timeouts = transport.Timeouts(limits.connect_timeout, limits.read_timeout, limits.total_timeout)
+            self._by_provider[provider.name] = timeouts
+        return timeouts
 
     async def __call__(self, provider: Provider, method: str, url: str, query: list, headers: dict,
                        body: bytes | None) -> Answer:
@@ -48,8 +57,7 @@ class NetworkExchange:
         try:
             return await self._client.send(method, url, query, {**_HEADERS, **headers}, body,
                                            cap=limits.max_response_bytes, pool_size=limits.max_connections,
-                                           connect_timeout=limits.connect_timeout, read_timeout=limits.read_timeout,
-                                           total_timeout=limits.total_timeout)
+                                           timeouts=self._timeouts(provider))
         except ValueError as exc:  # a header HTTP/1.1 cannot carry: nothing was sent
             raise GatewayError(422, "untranslatable", f"cannot send this request to {provider.name}: {exc}",
                                provider=provider.name) from None
