@@ -61,7 +61,7 @@ def environ(tmp_path) -> dict[str, str]:
 
 
 def make_client(environ: dict[str, str]) -> TestClient:
-    # httpx's own transport, which pytest-httpx mocks; the network path (aiohttp)
+    # httpx's own transport, which pytest-httpx mocks; the network path (gateway/transport.py)
     # is exercised by the end-to-end tests.
     return TestClient(create_app(from_environ(environ), environ=environ, transport=httpx.AsyncHTTPTransport()))
 
