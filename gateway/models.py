@@ -48,18 +48,7 @@ class AccountInput(Model):
     field_mappings: dict[str, Any] | None = None
 
 
-class AccountOutput(Model):
-    name: str | None = None
-    description: str | None = None
-    classification: str | None = None
-    type: str | None = None
-    status: str | None = None
-    current_balance: Number | None = None
-    currency: str | None = None
-    account_number: str | None = None
-    parent_account: str | None = None
-    company_info_id: str | None = None
-    field_mappings: dict[str, Any] | None = None
+class AccountOutput(AccountInput):
     id: str | None = None
     remote_id: str | None = None
     remote_data: dict[str, Any] | None = None
@@ -93,11 +82,7 @@ class AttachmentInput(Model):
     field_mappings: dict[str, Any] | None = None
 
 
-class AttachmentOutput(Model):
-    file_name: str | None = None
-    file_url: str | None = None
-    account_id: str | None = None
-    field_mappings: dict[str, Any] | None = None
+class AttachmentOutput(AttachmentInput):
     id: str | None = None
     remote_id: str | None = None
     remote_data: dict[str, Any] | None = None
@@ -173,17 +158,7 @@ class ContactInput(Model):
     field_mappings: dict[str, Any] | None = None
 
 
-class ContactOutput(Model):
-    name: str | None = None
-    is_supplier: bool | None = None
-    is_customer: bool | None = None
-    email_address: str | None = None
-    tax_number: str | None = None
-    status: str | None = None
-    currency: str | None = None
-    remote_updated_at: str | None = None
-    company_info_id: str | None = None
-    field_mappings: dict[str, Any] | None = None
+class ContactOutput(ContactInput):
     id: str | None = None
     remote_id: str | None = None
     remote_data: dict[str, Any] | None = None
@@ -231,20 +206,7 @@ class ExpenseInput(Model):
     field_mappings: dict[str, Any] | None = None
 
 
-class ExpenseOutput(Model):
-    transaction_date: datetime | None = None
-    total_amount: Number | None = None
-    sub_total: Number | None = None
-    total_tax_amount: Number | None = None
-    currency: str | None = None
-    exchange_rate: str | None = None
-    memo: str | None = None
-    account_id: str | None = None
-    contact_id: str | None = None
-    company_info_id: str | None = None
-    tracking_categories: list[str] | None = None
-    line_items: list[LineItem] | UnsetType = UNSET
-    field_mappings: dict[str, Any] | None = None
+class ExpenseOutput(ExpenseInput):
     id: str | None = None
     remote_id: str | None = None
     remote_data: dict[str, Any] | None = None
@@ -291,26 +253,7 @@ class InvoiceInput(Model):
     field_mappings: dict[str, Any] | None = None
 
 
-class InvoiceOutput(Model):
-    type: str | None = None
-    number: str | None = None
-    issue_date: datetime | None = None
-    due_date: datetime | None = None
-    paid_on_date: datetime | None = None
-    memo: str | None = None
-    currency: str | None = None
-    exchange_rate: str | None = None
-    total_discount: Number | None = None
-    sub_total: Number | None = None
-    status: str | None = None
-    total_tax_amount: Number | None = None
-    total_amount: Number | None = None
-    balance: Number | None = None
-    contact_id: str | None = None
-    accounting_period_id: str | None = None
-    tracking_categories: list[str] | None = None
-    line_items: list[LineItem] | UnsetType = UNSET
-    field_mappings: dict[str, Any] | None = None
+class InvoiceOutput(InvoiceInput):
     id: str | None = None
     remote_id: str | None = None
     remote_data: dict[str, Any] | None = None
@@ -352,20 +295,7 @@ class JournalEntryInput(Model):
     field_mappings: dict[str, Any] | None = None
 
 
-class JournalEntryOutput(Model):
-    transaction_date: datetime | None = None
-    payments: list[str] | None = None
-    applied_payments: list[str] | None = None
-    memo: str | None = None
-    currency: str | None = None
-    exchange_rate: str | None = None
-    id_acc_company_info: str | UnsetType = UNSET
-    journal_number: str | None = None
-    tracking_categories: list[str] | None = None
-    id_acc_accounting_period: str | None = None
-    posting_status: str | None = None
-    line_items: list[LineItem] | UnsetType = UNSET
-    field_mappings: dict[str, Any] | None = None
+class JournalEntryOutput(JournalEntryInput):
     id: str | None = None
     remote_id: str | UnsetType = UNSET
     remote_created_at: datetime | None = None
@@ -391,20 +321,7 @@ class PaymentInput(Model):
     field_mappings: dict[str, Any] | None = None
 
 
-class PaymentOutput(Model):
-    invoice_id: str | None = None
-    transaction_date: datetime | None = None
-    contact_id: str | None = None
-    account_id: str | None = None
-    currency: str | None = None
-    exchange_rate: str | None = None
-    total_amount: Number | None = None
-    type: str | None = None
-    company_info_id: str | None = None
-    accounting_period_id: str | None = None
-    tracking_categories: list[str] | None = None
-    line_items: list[LineItem] | UnsetType = UNSET
-    field_mappings: dict[str, Any] | None = None
+class PaymentOutput(PaymentInput):
     id: str | None = None
     remote_id: str | None = None
     remote_updated_at: datetime | None = None
@@ -445,23 +362,7 @@ class PurchaseOrderInput(Model):
     field_mappings: dict[str, Any] | None = None
 
 
-class PurchaseOrderOutput(Model):
-    status: str | None = None
-    issue_date: datetime | None = None
-    purchase_order_number: str | None = None
-    delivery_date: datetime | None = None
-    delivery_address: str | None = None
-    customer: str | None = None
-    vendor: str | None = None
-    memo: str | None = None
-    company_id: str | None = None
-    total_amount: Number | None = None
-    currency: str | None = None
-    exchange_rate: str | None = None
-    tracking_categories: list[str] | None = None
-    accounting_period_id: str | None = None
-    line_items: list[LineItem] | UnsetType = UNSET
-    field_mappings: dict[str, Any] | None = None
+class PurchaseOrderOutput(PurchaseOrderInput):
     id: str | None = None
     remote_id: str | None = None
     remote_created_at: datetime | None = None
