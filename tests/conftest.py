@@ -35,6 +35,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_process(process: subprocess.Popen) -> str:
+    """Terminate (then kill) a helper process; its output, once."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    if process.stdout is None or process.stdout.closed:
+        return ""
+    log = process.stdout.read()
+    process.stdout.close()
+    return log
+
+
+def answer(response: httpx.Response, status: int) -> dict:
+    """The JSON body of a response that must have `status`; never a 500, never anything but JSON."""
+    assert response.status_code != 500, response.text
+    assert response.status_code == status, f"{response.request.method} {response.request.url}: {response.status_code} {response.text}"
+    assert response.headers["content-type"].startswith("application/json"), response.headers
+    return response.json()
+
+
 class Server:
     """A real process serving HTTP on a loopback port, stopped at teardown."""
 
@@ -61,15 +85,7 @@ class Server:
         raise RuntimeError(f"{args} did not start in time:\n{self.log}")
 
     def stop(self) -> str:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        if self.process.stdout and not self.process.stdout.closed:
-            self.log = self.process.stdout.read()
-            self.process.stdout.close()
+        self.log = stop_process(self.process) or self.log
         return self.log
 
 
@@ -215,14 +231,7 @@ class Prism:
         raise RuntimeError(f"prism did not start within 120 s on {spec}")
 
     def stop(self) -> str:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        log = self.process.stdout.read() if self.process.stdout else ""
-        return log
+        return stop_process(self.process)
 
 
 @pytest.fixture(scope="session")

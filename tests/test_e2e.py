@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import (E2E_API_KEYS, E2E_BAD_CREDENTIAL_TOKEN, E2E_TOKEN, Server, clean_server, configured_gateway,
+from conftest import (E2E_API_KEYS, answer, E2E_BAD_CREDENTIAL_TOKEN, E2E_TOKEN, Server, clean_server, configured_gateway,
                       contact_input, free_port, openapi, seed_contact)
 
 from gateway import sandbox
@@ -26,12 +26,6 @@ DEMO_TOKEN = "sandbox-formation"
 HEX_ID = re.compile(r"^[0-9a-f]{24}$")
 
 
-def answer(response: httpx.Response, status: int) -> dict:
-    """The JSON body of a response that must have `status`; never a 500, never anything but JSON."""
-    assert response.status_code != 500, response.text
-    assert response.status_code == status, f"{response.request.method} {response.request.url}: {response.status_code} {response.text}"
-    assert response.headers["content-type"].startswith("application/json"), response.headers
-    return response.json()
 
 
 def error(response: httpx.Response, status: int, code: str) -> dict:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import Server, clean_server, free_port
+from conftest import Server, answer, clean_server, free_port
 from fake_provider import (FAST_LIMITS, FAST_RETRIES, GATEWAY_KEY, FakeFormation, gateway_env, sockets,
                            write_connections, write_mapping)
 
@@ -81,11 +81,6 @@ def stays_healthy(request: pytest.FixtureRequest, gateway: Server) -> Iterator[N
     assert gateway.process.poll() is None, "the gateway process died"
 
 
-def answer(response: httpx.Response, status: int) -> dict:
-    assert response.status_code != 500, response.text
-    assert response.status_code == status, f"{response.request.method} {response.request.url}: {response.status_code} {response.text}"
-    assert response.headers["content-type"].startswith("application/json"), response.headers
-    return response.json()
 
 
 def error(response: httpx.Response, status: int, code: str) -> dict:

@@ -10,7 +10,6 @@ import asyncio
 import concurrent.futures
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
