@@ -16,8 +16,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import (E2E_API_KEYS, answer, E2E_BAD_CREDENTIAL_TOKEN, E2E_TOKEN, Server, clean_server, configured_gateway,
-                      contact_input, free_port, openapi, seed_contact)
+from conftest import (E2E_API_KEYS, E2E_BAD_CREDENTIAL_TOKEN, E2E_TOKEN, Server, clean_server, configured_gateway,
+                      answer, contact_input, free_port, openapi, seed_contact)
 
 from gateway import sandbox
 

@@ -21,7 +21,7 @@ import httpx
 import jmespath
 import msgspec
 import pytest
-from conftest import ROOT, Server, clean_server, contact_input, openapi, seed
+from conftest import ROOT, Server, answer, clean_server, contact_input, openapi, seed
 from jmespath.exceptions import JMESPathTypeError
 from starlette.testclient import TestClient
 from test_sdk import _child_env, sdk_python  # noqa: F401  (sdk_python: the SDK venv fixture)
@@ -294,9 +294,6 @@ def unified(obj: str, record: dict) -> dict:
     return record
 
 
-def answer(response: httpx.Response, status: int) -> dict:
-    assert response.status_code == status, f"{response.request.method} {response.request.url}: {response.status_code} {response.text}"
-    return response.json()
 
 
 def create(http: httpx.Client, obj: str, body: dict) -> tuple[dict, list[str]]:

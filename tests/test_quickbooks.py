@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import msgspec
 import pytest
-from conftest import ROOT, Server, clean_server, free_port
+from conftest import ROOT, Server, answer, clean_server, free_port
 from fake_quickbooks import REALM, TOKEN, FakeQuickBooks, RunningFake, parse_query
 from test_sdk import _child_env, sdk_python  # noqa: F401 (a fixture)
 
@@ -102,10 +102,6 @@ def client(gateway: Server) -> Iterator[httpx.Client]:
 # -- helpers ------------------------------------------------------------------------------------
 
 
-def answer(response: httpx.Response, status: int) -> dict:
-    assert response.status_code == status, f"{response.request.method} {response.request.url}: {response.status_code} {response.text}"
-    assert response.headers["content-type"].startswith("application/json")
-    return response.json()
 
 
 def error(response: httpx.Response, status: int, code: str) -> dict:

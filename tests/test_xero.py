@@ -22,7 +22,7 @@ import httpx
 import jmespath
 import msgspec
 import pytest
-from conftest import ROOT, Server, clean_server, contact_input, openapi, seed
+from conftest import ROOT, Server, answer, clean_server, contact_input, openapi, seed
 from jmespath.exceptions import JMESPathTypeError
 from test_sdk import sdk_python  # noqa: F401  (the fixture: the SDK's own virtualenv)
 
@@ -107,10 +107,6 @@ def client(gateway: Server) -> Iterator[httpx.Client]:
         yield c
 
 
-def answer(response: httpx.Response, status: int) -> dict:
-    assert response.status_code == status, f"{response.request.method} {response.request.url}: {response.text}"
-    assert response.headers["content-type"].startswith("application/json")
-    return response.json()
 
 
 def decoded(value: dict, model: type[models.Model]) -> models.Model:
