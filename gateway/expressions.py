@@ -5,6 +5,7 @@ multi-select hash, a list a multi-select list, a number or boolean a literal.
 The whole template compiles to one expression, so rendering it is one search.
 """
 
+import functools
 import json
 import re
 from typing import Any
@@ -27,20 +28,21 @@ class ExpressionError(ValueError):
 
 
 class Expression:
-    """A JMESPath expression compiled to Python closures.
+    """A JMESPath expression compiled to one Python function.
 
     jmespath's own `search` walks the syntax tree on every call, dispatching on
     each node; mapping expressions run for every record of every response, so
-    they are turned into nested closures once, at load. Node kinds that mapping
-    files rarely use (slices, filters, ordering comparisons, `&expr`) are left
-    to jmespath's interpreter, node by node, so the semantics stay jmespath's."""
+    each is turned once, at load, into straight-line Python (see `_Writer`).
+    Node kinds that mapping files rarely use (slices, filters, ordering
+    comparisons, `&expr`) are left to jmespath's interpreter, node by node, so
+    the semantics stay jmespath's."""
 
     __slots__ = ("expression", "parsed", "_run")
 
     def __init__(self, parsed: ParsedResult):
         self.expression = parsed.expression
         self.parsed = parsed.parsed
-        self._run = _closure(parsed.parsed)
+        self._run = _Writer().function(parsed.parsed, parsed.expression)
 
     def search(self, value: Any, options: Options | None = None) -> Any:
         functions = options.custom_functions if options is not None and options.custom_functions else _DEFAULT_FUNCTIONS
@@ -53,6 +55,8 @@ def compile_expression(source: str, key: str) -> Expression:
     except JMESPathError as exc:
         reason = " ".join(str(exc).split())
         raise ExpressionError(key, f"bad JMESPath expression {source!r}: {reason}") from None
+    except (RecursionError, SyntaxError, MemoryError):  # Python's own limits on nesting
+        raise ExpressionError(key, f"expression nested too deeply: {source[:80]!r}") from None
 
 
 _DEFAULT_FUNCTIONS = functions.Functions()
@@ -62,91 +66,109 @@ def _is_false(value: Any) -> bool:
     return value == "" or value == [] or value == {} or value is None or value is False
 
 
-def _closure(node: dict):  # noqa: C901 - one branch per node kind, as in jmespath's visitor
-    kind = node["type"]
-    children = node.get("children", [])
-    if kind == "field":
-        name = node["value"]
-        return lambda v, f: v.get(name) if isinstance(v, dict) else None
-    if kind in ("current", "identity"):
-        return lambda v, f: v
-    if kind == "literal":
-        literal = node["value"]
-        return lambda v, f: literal
-    if kind in ("subexpression", "index_expression", "pipe"):
-        steps = [_closure(c) for c in children]
+class _Writer:
+    """Writes the Python source of one expression: a statement or a few per
+    syntax-tree node, each leaving its value in a fresh local. The function
+    takes the current value `v` and the bound functions `f`.
 
-        def chain(v, f):
-            for step in steps:
-                v = step(v, f)
-            return v
-        return chain
-    if kind == "index" and isinstance(node["value"], int):
-        index = node["value"]
-        return lambda v, f: v[index] if isinstance(v, list) and -len(v) <= index < len(v) else None
-    if kind == "multi_select_dict":
-        pairs = [(c["value"], _closure(c["children"][0])) for c in children]
-        return lambda v, f: None if v is None else {k: run(v, f) for k, run in pairs}
-    if kind == "multi_select_list":
-        items = [_closure(c) for c in children]
-        return lambda v, f: None if v is None else [run(v, f) for run in items]
-    if kind == "or_expression":
-        left, right = _closure(children[0]), _closure(children[1])
+    No text from the mapping file reaches the source as code: field names go
+    in through repr(), literals and fallbacks as named constants."""
 
-        def either(v, f):
-            matched = left(v, f)
-            return right(v, f) if _is_false(matched) else matched
-        return either
-    if kind == "and_expression":
-        left, right = _closure(children[0]), _closure(children[1])
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.constants: dict[str, Any] = {"_is_false": _is_false}
+        self.temps = 0
 
-        def both(v, f):
-            matched = left(v, f)
-            return matched if _is_false(matched) else right(v, f)
-        return both
-    if kind == "not_expression":
-        inner = _closure(children[0])
+    def function(self, node: dict, expression: str):
+        result = self.emit(node, "v", 1)
+        source = "def run(v, f):\n" + "\n".join(self.lines) + f"\n    return {result}\n"
+        namespace = dict(self.constants)
+        exec(compile(source, f"<jmespath {expression[:60]!r}>", "exec"), namespace)
+        return namespace["run"]
 
-        def negate(v, f):
-            result = inner(v, f)
-            if isinstance(result, (int, float)) and not isinstance(result, bool) and result == 0:
-                return False  # 0 is true in JMESPath
-            return not result
-        return negate
-    if kind == "comparator" and node["value"] in ("eq", "ne"):
-        left, right = _closure(children[0]), _closure(children[1])
-        compare = visitor.TreeInterpreter.COMPARATOR_FUNC[node["value"]]
-        return lambda v, f: compare(left(v, f), right(v, f))
-    if kind == "function_expression" and all(c["type"] != "expref" for c in children):
-        name = node["value"]
-        args = [_closure(c) for c in children]
-        return lambda v, f: f.call_function(name, [a(v, f) for a in args])
-    if kind == "projection":
-        base, each = _closure(children[0]), _closure(children[1])
+    def temp(self) -> str:
+        self.temps += 1
+        return f"t{self.temps}"
 
-        def project(v, f):
-            items = base(v, f)
-            if not isinstance(items, list):
-                return None
-            return [r for r in (each(i, f) for i in items) if r is not None]
-        return project
-    if kind == "flatten":
-        base = _closure(children[0])
+    def constant(self, value: Any) -> str:
+        name = f"c{len(self.constants)}"
+        self.constants[name] = value
+        return name
 
-        def flatten(v, f):
-            items = base(v, f)
-            if not isinstance(items, list):
-                return None
-            merged = []
-            for item in items:
-                if isinstance(item, list):
-                    merged.extend(item)
-                else:
-                    merged.append(item)
-            return merged
-        return flatten
-    # Anything else: jmespath's own interpreter, for this subtree only.
-    return lambda v, f: visitor.TreeInterpreter(Options(custom_functions=f)).visit(node, v)
+    def put(self, depth: int, line: str) -> None:
+        self.lines.append("    " * depth + line)
+
+    def emit(self, node: dict, src: str, depth: int) -> str:  # noqa: C901 - one branch per node kind, as in jmespath's visitor
+        """Statements computing `node` on the value in `src`; returns the local holding the result."""
+        kind = node["type"]
+        children = node.get("children", [])
+        if kind in ("current", "identity"):
+            return src
+        if kind == "literal":
+            return self.constant(node["value"])
+        if kind in ("subexpression", "index_expression", "pipe"):
+            for child in children:
+                src = self.emit(child, src, depth)
+            return src
+        out = self.temp()
+        put = functools.partial(self.put, depth)
+        if kind == "field":
+            put(f"{out} = {src}.get({node['value']!r}) if isinstance({src}, dict) else None")
+        elif kind == "index" and isinstance(node["value"], int):
+            index = node["value"]
+            put(f"{out} = {src}[{index}] if isinstance({src}, list) and {-index - 1 if index < 0 else index} < len({src}) else None")
+        elif kind in ("multi_select_dict", "multi_select_list"):
+            put(f"if {src} is None:")
+            self.put(depth + 1, f"{out} = None")
+            put("else:")
+            values = [self.emit(c["children"][0] if kind == "multi_select_dict" else c, src, depth + 1) for c in children]
+            if kind == "multi_select_dict":
+                items = ", ".join(f"{c['value']!r}: {v}" for c, v in zip(children, values))
+                self.put(depth + 1, f"{out} = {{{items}}}")
+            else:
+                self.put(depth + 1, f"{out} = [{', '.join(values)}]")
+        elif kind in ("or_expression", "and_expression"):
+            left = self.emit(children[0], src, depth)
+            put(f"if {'not ' if kind == 'or_expression' else ''}_is_false({left}):")
+            self.put(depth + 1, f"{out} = {left}")
+            put("else:")
+            self.put(depth + 1, f"{out} = {self.emit(children[1], src, depth + 1)}")
+        elif kind == "not_expression":
+            inner = self.emit(children[0], src, depth)
+            # 0 is true in JMESPath, so !0 is false.
+            put(f"{out} = False if isinstance({inner}, (int, float)) and not isinstance({inner}, bool) "
+                f"and {inner} == 0 else not {inner}")
+        elif kind == "comparator" and node["value"] in ("eq", "ne"):
+            left, right = self.emit(children[0], src, depth), self.emit(children[1], src, depth)
+            compare = self.constant(visitor.TreeInterpreter.COMPARATOR_FUNC[node["value"]])
+            put(f"{out} = {compare}({left}, {right})")
+        elif kind == "function_expression" and all(c["type"] != "expref" for c in children):
+            args = [self.emit(c, src, depth) for c in children]
+            put(f"{out} = f.call_function({node['value']!r}, [{', '.join(args)}])")
+        elif kind == "projection":
+            base = self.emit(children[0], src, depth)
+            item = self.temp()
+            put(f"if isinstance({base}, list):")
+            self.put(depth + 1, f"{out} = []")
+            self.put(depth + 1, f"for {item} in {base}:")
+            each = self.emit(children[1], item, depth + 2)
+            self.put(depth + 2, f"if {each} is not None:")
+            self.put(depth + 3, f"{out}.append({each})")
+            put("else:")
+            self.put(depth + 1, f"{out} = None")
+        elif kind == "flatten":
+            base = self.emit(children[0], src, depth)
+            item = self.temp()
+            put(f"if isinstance({base}, list):")
+            self.put(depth + 1, f"{out} = []")
+            self.put(depth + 1, f"for {item} in {base}:")
+            self.put(depth + 2, f"{out}.extend({item}) if isinstance({item}, list) else {out}.append({item})")
+            put("else:")
+            self.put(depth + 1, f"{out} = None")
+        else:  # Anything else: jmespath's own interpreter, for this subtree only.
+            interpret = self.constant(lambda v, f, node=node: visitor.TreeInterpreter(Options(custom_functions=f)).visit(node, v))
+            put(f"{out} = {interpret}({src}, f)")
+        return out
 
 
 def _source(template: Any, key: str) -> str:

@@ -126,6 +126,11 @@ class Functions(functions.Functions):
         self._checked.add(key)
         return result
 
+    def _translate(self, value: Any, table: Any, reverse: bool) -> Any:
+        if isinstance(value, (dict, list)):
+            return value  # no map holds one: unchanged, like any value the map does not name
+        return self._map(table, reverse).get(value, value)
+
     def _map(self, table: Any, reverse: bool) -> dict:
         if isinstance(table, dict):
             return {v: k for k, v in table.items()} if reverse else table
@@ -148,11 +153,11 @@ class Functions(functions.Functions):
 
     @functions.signature({"types": []}, {"types": ["string", "object"]})
     def _func_to_remote(self, value, table):
-        return self._map(table, reverse=False).get(value, value)
+        return self._translate(value, table, reverse=False)
 
     @functions.signature({"types": []}, {"types": ["string", "object"]})
     def _func_to_unified(self, value, table):
-        return self._map(table, reverse=True).get(value, value)
+        return self._translate(value, table, reverse=True)
 
     @functions.signature({"types": ["string", "null"]}, {"types": ["string"]})
     def _func_split(self, value, separator):

@@ -45,6 +45,64 @@ def test_compile_expression_reports_the_key_and_the_source(source):
     assert str(info.value).startswith("$.objects.contacts.unify.name: ")
 
 
+# Compiled expressions must agree with jmespath's own interpreter on every
+# node kind, including those it hands back to the interpreter.
+DOCUMENTS = [
+    None, 0, "", [], {}, True,
+    {"a": {"b": 1, "c": [1, 2, 3]}, "b": 0, "c": "", "d": [], "e": False, "f": None},
+    {"a": [{"b": 1}, {"b": None}, {"c": 2}, [{"b": 3}], 7], "b": [[1, [2]], 3, None], "n": 0},
+    {"a": "x", "b": "x", "l": [{"k": "p", "v": 1}, {"k": "q", "v": 2}], "when": "2024-06-15T00:00:00Z"},
+]
+EXPRESSIONS = [
+    "a", "a.b", "a.b.c", "a.c[0]", "a.c[-1]", "a.c[-3]", "a.c[-4]", "a.c[3]", "a[0]", "@", "a[*].b", "a[].b", "a[]",
+    "b[]", "b[][]", "a[*]", "a[*][*]", "*", "*.b", "a.*", "a | [0]", "a[*].b | [0]", "{x: a, y: [b, c]}", "[a, b]",
+    "a || b", "b || c || d || e || f || `\"z\"`", "a && b", "c && a", "!a", "!b", "!n", "!c", "!`0`", "a == b", "a != b",
+    "b == `0`", "b == `false`", "e == `false`", "a.b > `0`", "l[?k == 'q'].v", "l[?v > `1`] | [0].k", "a.c[1:]",
+    "length(a)", "keys(a)", "to_string(b)", "default(f, `3`)", "to_iso(when, 'iso')", "context('company_id')",
+    "to_unified(a, 'status')", "max_by(l, &v).k", "sort_by(l, &v)[].k", "l[*].{key: k, twice: [v, v]}",
+    "`{\"literal\": [1, 2]}`", "'raw'", "a.b.{x: @}", "not_there[].x || `[]`",
+]
+
+
+@pytest.mark.parametrize("source", EXPRESSIONS)
+def test_compiled_expressions_agree_with_jmespath(source):
+    expression = compile_expression(source, "$.x")
+    for document in DOCUMENTS:
+        try:
+            expected = ("value", jmespath.search(source, document, options=OPTIONS))
+        except jmespath.exceptions.JMESPathError as exc:
+            expected = ("error", type(exc))
+        try:
+            got = ("value", expression.search(document, options=OPTIONS))
+        except jmespath.exceptions.JMESPathError as exc:
+            got = ("error", type(exc))
+        assert got == expected, document
+
+
+def test_field_names_and_literals_never_become_code():
+    hostile = "x'] or __import__('os')._exit(3) or ['\n\"\\"
+    quoted = '"' + hostile.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    assert compile_expression(quoted, "$.x").search({hostile: 1}) == 1
+    assert compile_expression(f"{quoted}.{quoted}", "$.x").search({hostile: {hostile: 2}}) == 2
+    text = hostile.rstrip("\\")  # a raw string literal escapes only its quote
+    assert compile_expression("'" + text.replace("'", "\\'") + "'", "$.x").search({}) == text
+    assert compile_template({hostile: "a"}, "$.t").search({"a": 1}) == {hostile: 1}
+
+
+def test_deeply_nested_templates_compile_or_are_refused_cleanly():
+    template = "a"
+    for _ in range(40):
+        template = {"n": template}
+    rendered = compile_template(template, "$.t").search({"a": 1})
+    for _ in range(40):
+        rendered = rendered["n"]
+    assert rendered == 1
+    for _ in range(200):
+        template = {"n": template}
+    with pytest.raises(ExpressionError, match="nested too deeply"):
+        compile_template(template, "$.t")
+
+
 # -- templates ----------------------------------------------------------------
 
 
