@@ -12,13 +12,17 @@ from .settings import ConfigError
 from .settings import bundled_mappings
 
 
-def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
+LOG_LEVELS = ["critical", "error", "warning", "info", "debug"]
 
+
+def _serve(args: argparse.Namespace) -> int:
+    from . import server
     from .app import create_app
+    from .settings import from_environ
 
     try:
-        app = create_app()
+        settings = from_environ()
+        app = create_app(settings)
     except (ConfigError, mapping.MappingError) as exc:
         print(f"gateway: cannot start: {exc}", file=sys.stderr)
         return 2
@@ -29,12 +33,10 @@ def _serve(args: argparse.Namespace) -> int:
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 50, 100)
-    # uvicorn re-raises the SIGTERM it has handled once its graceful shutdown is
-    # done, so the process would end "killed by SIGTERM" (143); a shutdown that
-    # completed is a success. (Before uvicorn takes the signal over, it just exits.)
+    # Until the server takes SIGTERM over (graceful shutdown), it just ends the process, successfully.
     signal.signal(signal.SIGTERM, _exit_ok)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log,
-                lifespan="on", timeout_graceful_shutdown=args.graceful_timeout)
+    server.run(app, args.host, args.port, max_body_bytes=settings.max_body_bytes, graceful_timeout=args.graceful_timeout,
+               keep_alive=args.keep_alive, request_timeout=args.request_timeout, access_log=args.access_log)
     return 0
 
 
@@ -85,11 +87,11 @@ def _coverage(args: argparse.Namespace) -> int:
 
 
 def _sandbox(args: argparse.Namespace) -> int:
-    import uvicorn
+    from . import sandbox, server
+    from .settings import DEFAULT_MAX_BODY_BYTES
 
-    from . import sandbox
-
-    uvicorn.run(sandbox.create_app(), host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    signal.signal(signal.SIGTERM, _exit_ok)
+    server.run(sandbox.create_app(), args.host, args.port, max_body_bytes=DEFAULT_MAX_BODY_BYTES, graceful_timeout=5.0)
     return 0
 
 
@@ -100,10 +102,14 @@ def main(argv: list[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="run the gateway (settings from GATEWAY_* environment variables)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--log-level", default="info")
+    serve.add_argument("--log-level", default="info", choices=LOG_LEVELS)
     serve.add_argument("--access-log", action="store_true", help="log every request line")
     serve.add_argument("--graceful-timeout", type=float, default=30.0, metavar="SECONDS",
                        help="on SIGTERM, how long calls under way may take to finish before they are cancelled")
+    serve.add_argument("--keep-alive", type=float, default=5.0, metavar="SECONDS",
+                       help="close a client connection idle this long (behind a load balancer, keep it above the balancer's idle timeout)")
+    serve.add_argument("--request-timeout", type=float, default=30.0, metavar="SECONDS",
+                       help="answer 408 to a request that has not arrived whole this long after its first byte")
     serve.set_defaults(run=_serve)
 
     check = commands.add_parser("check", help="load and compile mapping files; exit non-zero on any error")
@@ -118,11 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     box = commands.add_parser("sandbox", help="run the fake Formation API alone (for tests and benchmarks)")
     box.add_argument("--host", default="127.0.0.1")
     box.add_argument("--port", type=int, default=8100)
-    box.add_argument("--log-level", default="warning")
+    box.add_argument("--log-level", default="warning", choices=LOG_LEVELS)
     box.set_defaults(run=_sandbox)
 
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=getattr(args, "log_level", "info").upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # httpx logs every URL it calls, query string included: no place for credentials.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     return args.run(args)

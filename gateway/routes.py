@@ -9,12 +9,11 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import parse_qsl
 
 import msgspec
-from starlette.convertors import PathConvertor, register_url_convertor
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
-from starlette.routing import Route
 
 from . import idempotency, paging
 from .connections import ApiKeys, Connection, Connections
@@ -38,15 +37,29 @@ _json = msgspec.json.Decoder()
 _encode = msgspec.json.Encoder().encode
 
 
-class _RecordId(PathConvertor):
-    """Routing sees the percent-decoded path, so an id sent with %2F arrives
-    holding '/': take the rest of the path as the id, but never an empty one.
-    (?s): a decoded %0A is part of the id too, not a line end for `$`."""
-
-    regex = "(?s:.+)"
+PREFIX = "/accounting/"
 
 
-register_url_convertor("record_id", _RecordId())
+class Call:
+    """One unified request as the handlers read it, parsed once from the ASGI scope.
+
+    `path` is percent-decoded, so an id sent with %2F holds '/': everything
+    after the object's segment is the id."""
+
+    __slots__ = ("method", "path", "object", "id", "headers", "query", "receive")
+
+    def __init__(self, scope: dict, receive: Callable[[], Awaitable[dict]]):
+        self.method = scope["method"]
+        self.path = scope["path"]
+        self.object, _, self.id = self.path[len(PREFIX):].partition("/")
+        headers: dict[str, str] = {}
+        for name, value in scope["headers"]:
+            headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))  # the first of repeats, as Starlette
+        self.headers = headers
+        query = scope["query_string"]
+        # The last of repeated parameters, as Starlette's query_params.
+        self.query = dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True)) if query else {}
+        self.receive = receive
 
 
 def _printable(path: str) -> str:
@@ -59,8 +72,8 @@ def _json_response(content: Any, status: int = 200, headers: dict[str, str] | No
     return Response(_encode(content), status, headers, media_type="application/json")
 
 
-def _flag(request: Request, name: str) -> bool:
-    value = request.query_params.get(name)
+def _flag(call: Call, name: str) -> bool:
+    value = call.query.get(name)
     if value is None:
         return False
     lowered = value.lower()
@@ -71,8 +84,8 @@ def _flag(request: Request, name: str) -> bool:
     raise bad_request("invalid_query", f"{name} must be true or false, not {value!r}", parameter=name)
 
 
-def _limit(request: Request) -> int:
-    value = request.query_params.get("limit")
+def _limit(call: Call) -> int:
+    value = call.query.get("limit")
     if value is None or value == "":
         return DEFAULT_LIMIT
     try:
@@ -94,29 +107,53 @@ class Gateway:
         self.idempotency = store
         self.max_body_bytes = max_body_bytes
 
-    def routes(self) -> list[Route]:
-        return [
-            Route("/accounting/{object}", self.list, methods=["GET"]),
-            Route("/accounting/{object}", self.create, methods=["POST"]),
-            Route("/accounting/{object}/{id:record_id}", self.retrieve, methods=["GET"]),
-        ]
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        """The ASGI app for every path under /accounting/: its own routing and
+        error answers, without a framework's layers, as this is the hot path."""
+        call = Call(scope, receive)
+        try:
+            response = await self._route(call)(call)
+        except GatewayError as exc:
+            response = exc.response()
+        except ClientDisconnect:
+            return  # nobody to answer
+        except asyncio.CancelledError:
+            # A shutdown whose --graceful-timeout ran out: answer, saying a create may have happened.
+            log.warning("%s %s cut short by shutdown", call.method, call.path)
+            response = shutting_down().response()
+        except Exception:
+            log.exception("unexpected error on %s %s", call.method, call.path)
+            response = GatewayError(500, "internal_error", "the gateway failed unexpectedly; the error is logged").response()
+        await response(scope, receive, send)
 
     # -- route -> connection -------------------------------------------------
 
-    def _object(self, request: Request) -> UnifiedObject:
-        name = request.path_params["object"]
+    def _route(self, call: Call) -> Callable[[Call], Awaitable[Response]]:
+        if not call.object:
+            raise GatewayError(404, "no_such_path", f"{call.method} {call.path}: Not Found")
+        method = "GET" if call.method == "HEAD" else call.method
+        # /accounting/{object}/ is the collection too, as it was when it redirected there.
+        handlers = {"GET": self.retrieve} if call.id else {"GET": self.list, "POST": self.create}
+        handler = handlers.get(method)
+        if handler is None:
+            raise GatewayError(405, "method_not_allowed", f"{call.method} {call.path}: Method Not Allowed",
+                               {"Allow": ", ".join(handlers)})
+        return handler
+
+    def _object(self, call: Call) -> UnifiedObject:
+        name = call.object
         found = OBJECTS.get(name)
         if found is None:
             raise GatewayError(404, "unknown_object", f"no unified accounting object {name!r}; known: {', '.join(OBJECTS)}")
         return found
 
-    def _connection(self, request: Request) -> Connection:
-        key = request.headers.get("x-api-key")
+    def _connection(self, call: Call) -> Connection:
+        key = call.headers.get("x-api-key")
         if not key:
             raise unauthorized("missing_api_key", "the x-api-key header is required")
         if not self.api_keys.check(key):
             raise unauthorized("invalid_api_key", "the x-api-key is not valid")
-        token = request.headers.get("x-connection-token")
+        token = call.headers.get("x-connection-token")
         if not token:
             raise unauthorized("missing_connection_token", "the x-connection-token header is required")
         conn = self.connections.resolve(token)
@@ -130,8 +167,8 @@ class Gateway:
             raise not_implemented(conn.provider.name, f"{verb} {obj.name}")
         return ops
 
-    def _document(self, request: Request, conn: Connection, **parts: Any) -> dict[str, Any]:
-        return {"query": dict(request.query_params), "context": conn.context, **parts}
+    def _document(self, call: Call, conn: Connection, **parts: Any) -> dict[str, Any]:
+        return {"query": call.query, "context": conn.context, **parts}
 
     # -- compiled operation -> upstream call -> unify ------------------------
 
@@ -162,12 +199,12 @@ class Gateway:
 
     # -- handlers ------------------------------------------------------------
 
-    async def retrieve(self, request: Request) -> Response:
-        conn = self._connection(request)
-        obj = self._object(request)
-        remote_data = _flag(request, "remote_data")
-        record_id = request.path_params["id"]
-        doc = self._document(request, conn, id=record_id)
+    async def retrieve(self, call: Call) -> Response:
+        conn = self._connection(call)
+        obj = self._object(call)
+        remote_data = _flag(call, "remote_data")
+        record_id = call.id
+        doc = self._document(call, conn, id=record_id)
         op = next((o for o in self._operations(conn, obj, "retrieve") if o.applies(doc, conn.options)), None)
         if op is None:
             raise GatewayError(404, "not_found", f"{record_id!r} is not an id of any {obj.name} kind {conn.provider.name} has")
@@ -177,24 +214,24 @@ class Gateway:
             raise GatewayError(404, "not_found", f"{conn.provider.name} has no {obj.name} {record_id!r}", provider=conn.provider.name)
         return _json_response(self._unify(conn, op, record, remote_data))
 
-    async def create(self, request: Request) -> Response:
-        conn = self._connection(request)
-        obj = self._object(request)
+    async def create(self, call: Call) -> Response:
+        conn = self._connection(call)
+        obj = self._object(call)
         if obj.input is None:
             raise GatewayError(405, "method_not_allowed", f"{obj.name} cannot be created through the unified API")
         ops = self._operations(conn, obj, "create")
-        remote_data = _flag(request, "remote_data")
-        raw = await self._read_body(request)
+        remote_data = _flag(call, "remote_data")
+        raw = await self._read_body(call)
         body = self._body(raw, obj)
-        create = functools.partial(self._create, request, conn, obj, ops, body, remote_data)
-        key = request.headers.get("idempotency-key")
+        create = functools.partial(self._create, call, conn, obj, ops, body, remote_data)
+        key = call.headers.get("idempotency-key")
         if key is None:
             return await create()
         return await self._once(key, conn, obj, raw, remote_data, create)
 
-    async def _create(self, request: Request, conn: Connection, obj: UnifiedObject, ops: tuple[Operation, ...],
+    async def _create(self, call: Call, conn: Connection, obj: UnifiedObject, ops: tuple[Operation, ...],
                       body: dict, remote_data: bool) -> Response:
-        doc = self._document(request, conn, body=body)
+        doc = self._document(call, conn, body=body)
         op = next((o for o in ops if o.applies(doc, conn.options)), None)
         if op is None:
             raise unprocessable("no_matching_operation", f"{conn.provider.name} has no way to create this {obj.name}; see its mapping's `when` conditions")
@@ -217,24 +254,25 @@ class Gateway:
             log.error("%s: create %s succeeded upstream but its answer does not unify: %s", conn.name, obj.name, exc.message)
         return _json_response(output, 201, headers or None)
 
-    async def _read_body(self, request: Request) -> bytes:
-        declared = request.headers.get("content-length")
-        too_large = GatewayError(413, "body_too_large", f"the request body exceeds {self.max_body_bytes} bytes")
+    async def _read_body(self, call: Call) -> bytes:
+        declared = call.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            raise too_large
-        # The ASGI messages themselves: Request.stream() costs more than the rest of a create's parsing.
+            raise self._too_large()
         chunks, size, more = [], 0, True
         while more:
-            message = await request.receive()
+            message = await call.receive()
             if message["type"] == "http.disconnect":
                 raise ClientDisconnect()
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
-                raise too_large
+                raise self._too_large()
             chunks.append(chunk)
             more = message.get("more_body", False)
-        return b"".join(chunks)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _too_large(self) -> GatewayError:
+        return GatewayError(413, "body_too_large", f"the request body exceeds {self.max_body_bytes} bytes")
 
     async def _once(self, key: str, conn: Connection, obj: UnifiedObject, raw: bytes, remote_data: bool,
                     create: Callable[[], Awaitable[Response]]) -> Response:
@@ -315,13 +353,13 @@ class Gateway:
             raise unprocessable("invalid_body", message, path=path) from None
         return body
 
-    async def list(self, request: Request) -> Response:
-        conn = self._connection(request)
-        obj = self._object(request)
-        remote_data = _flag(request, "remote_data")
-        limit = _limit(request)
+    async def list(self, call: Call) -> Response:
+        conn = self._connection(call)
+        obj = self._object(call)
+        remote_data = _flag(call, "remote_data")
+        limit = _limit(call)
         scope = conn.scope + obj.name.encode()
-        cursor = request.query_params.get("cursor")
+        cursor = call.query.get("cursor")
         try:
             position = self.cursors.decode(cursor, scope) if cursor else Position()
         except CursorError as exc:
@@ -330,7 +368,7 @@ class Gateway:
         if position.source >= len(sources):
             raise bad_request("invalid_cursor", "the cursor no longer fits this provider's mapping")
         while True:
-            op, records, following, previous = await self._page(conn, sources, position, limit, request)
+            op, records, following, previous = await self._page(conn, sources, position, limit, call)
             # An exhausted source moves on to the next one in the same call.
             if records or following is None or following.source == position.source:
                 break
@@ -343,11 +381,11 @@ class Gateway:
         })
 
     async def _page(self, conn: Connection, sources: tuple[Operation, ...], position: Position, limit: int,
-                    request: Request) -> tuple[Operation, list, Position | None, Position | None]:
+                    call: Call) -> tuple[Operation, list, Position | None, Position | None]:
         op = sources[position.source]
         spec = op.spec.paging
         size = min(limit, spec.max_limit)
-        doc = self._document(request, conn, page=paging.page_document(spec, position, size))
+        doc = self._document(call, conn, page=paging.page_document(spec, position, size))
         # A link cursor holds only the query string of the provider's next link.
         query = paging.link_params(position.token) if spec.style == "link" and position.token else None
         data = await self._call(conn, op, doc, query)

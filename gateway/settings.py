@@ -14,6 +14,7 @@ class ConfigError(Exception):
 # Used only by the embedded default (no connections file, no GATEWAY_API_KEYS).
 DEMO_API_KEY = "gateway-demo-key"
 SANDBOX_TOKEN = "sandbox-formation"
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 
 
 def bundled_mappings() -> Path:
@@ -32,7 +33,7 @@ class Settings(msgspec.Struct, kw_only=True):
     # Where Idempotency-Key answers live: redis://... for several instances,
     # sqlite:///path for one host; unset, a SQLite file in the temp directory.
     idempotency_url: str | None = None
-    max_body_bytes: int = 1024 * 1024
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
 
     @property
     def embedded(self) -> bool:
@@ -51,7 +52,7 @@ def from_environ(environ: Mapping[str, str] = os.environ) -> Settings:
         cursor_secret=secret.encode() if secret else secrets.token_bytes(32),
         cursor_secret_is_random=secret is None,
         idempotency_url=environ.get("GATEWAY_IDEMPOTENCY_URL") or None,
-        max_body_bytes=_positive_int(environ, "GATEWAY_MAX_BODY_BYTES", 1024 * 1024),
+        max_body_bytes=_positive_int(environ, "GATEWAY_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
     )
 
 

@@ -261,44 +261,57 @@ class Client:
     """Pools by origin; `send` is the whole interface."""
 
     def __init__(self) -> None:
-        self._pools: dict[tuple[str, str, int], Pool] = {}
+        self._pools: dict[tuple[str, str], Pool] = {}
+        self._header_blocks: dict[tuple, str] = {}
         self._tls = ssl.create_default_context()
         self._sweeper = Sweeper()
 
     def _pool(self, url: str, size: int) -> tuple[Pool, str]:
-        parts = urlsplit(url)
-        scheme = parts.scheme
-        port = parts.port or (443 if scheme == "https" else 80)
-        key = (scheme, parts.hostname or "", port)
-        pool = self._pools.get(key)
+        scheme, _, rest = url.partition("://")
+        authority, slash, target = rest.partition("/")
+        pool = self._pools.get((scheme, authority))
         if pool is None:
-            pool = self._pools[key] = Pool(scheme, key[1], port, size, self._tls if scheme == "https" else None)
-        target = parts.path or "/"
-        return pool, target + ("?" + parts.query if parts.query else "")
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"not an http(s) URL: {url!r}")
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            pool = self._pools[scheme, authority] = Pool(parts.scheme, parts.hostname, port, size,
+                                                         self._tls if parts.scheme == "https" else None)
+        return pool, (slash + target).partition("#")[0] if slash else "/"
+
+    def _header_lines(self, headers: dict[str, str]) -> str:
+        """The header block for these headers, checked once for each set seen."""
+        key = tuple(headers.items())
+        lines = self._header_blocks.get(key)
+        if lines is None:
+            for name, value in key:
+                if "\r" in value or "\n" in value or "\r" in name or "\n" in name or ":" in name:
+                    raise ValueError(f"header {name!r} holds a line break or colon")  # no header injection
+            lines = "".join(f"{name}: {value}\r\n" for name, value in key)
+            if len(self._header_blocks) >= 1024:  # per-call values (ids, signatures): keep it bounded
+                self._header_blocks.clear()
+            self._header_blocks[key] = lines
+        return lines
 
     async def send(self, method: str, url: str, query: list[tuple[str, str]], headers: dict[str, str],
                    body: bytes | None, *, cap: int, pool_size: int, timeouts: Timeouts) -> Answer:
         pool, target = self._pool(url, pool_size)
         if query:
             target += ("&" if "?" in target else "?") + urlencode(query)
-        lines = [f"{method} {target} HTTP/1.1", f"host: {pool.authority}"]
-        for name, value in headers.items():
-            if "\r" in value or "\n" in value or "\r" in name or "\n" in name or ":" in name:
-                raise ValueError(f"header {name!r} holds a line break or colon")  # no header injection
-            lines.append(f"{name}: {value}")
+        head = f"{method} {target} HTTP/1.1\r\nhost: {pool.authority}\r\n{self._header_lines(headers)}"
         if body is not None:
-            lines.append(f"content-length: {len(body)}")
+            head += f"content-length: {len(body)}\r\n"
         try:
-            head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+            encoded = (head + "\r\n").encode("latin-1")
         except UnicodeEncodeError:
             raise ValueError("a header or the path holds characters HTTP/1.1 cannot carry") from None
         if pool.slots.locked():  # waiting for a free connection counts against the total
             try:
                 async with asyncio.timeout(timeouts.total):
-                    return await pool.request(head, body, cap, timeouts, self._sweeper)
+                    return await pool.request(encoded, body, cap, timeouts, self._sweeper)
             except TimeoutError:
                 raise TimedOut() from None
-        return await pool.request(head, body, cap, timeouts, self._sweeper)
+        return await pool.request(encoded, body, cap, timeouts, self._sweeper)
 
     async def aclose(self) -> None:
         self._sweeper.close()

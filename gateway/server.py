@@ -1,0 +1,428 @@
+"""The HTTP/1.1 server `gateway serve` runs: an asyncio protocol around
+httptools' request parser (llhttp, the C parser uvicorn uses), speaking ASGI
+to the app.
+
+Chosen by measurement (README, "Benchmark"): in front of the same app and
+upstream client, uvicorn's per-request machinery cost more CPU than the
+gateway's translation does. This server does what the gateway needs and no
+more: keep-alive, pipelined requests answered in order, a request body read
+whole before the app runs (capped: 413), a header cap (431), Expect:
+100-continue, idle and slow-request timeouts, back-pressure from slow
+readers, and a graceful shutdown on SIGTERM. Every refusal is the gateway's
+JSON error. No TLS, no HTTP/2, no WebSockets: it serves a sidecar port.
+"""
+
+import asyncio
+import logging
+import signal
+import time
+from collections import deque
+from email.utils import formatdate
+from http import HTTPStatus
+from urllib.parse import unquote
+
+import httptools
+from starlette.types import ASGIApp
+
+from .errors import GatewayError
+
+log = logging.getLogger("gateway")
+access = logging.getLogger("gateway.access")
+
+MAX_HEADER_BYTES = 64 * 1024
+_TICK = 0.5
+
+_STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_FORBIDDEN_IN_HEADERS = (b"\r", b"\n", b"\0")
+
+
+class _Clock:
+    """The Date header, rendered once a second rather than once a response."""
+
+    def __init__(self) -> None:
+        self.header = b""
+        self.tick()
+
+    def tick(self) -> None:
+        self.header = b"date: " + formatdate(usegmt=True).encode() + b"\r\n"
+
+
+class _Request:
+    __slots__ = ("scope", "body", "keep_alive", "started")
+
+    def __init__(self, scope: dict, keep_alive: bool, started: float):
+        self.scope = scope
+        self.body: list[bytes] = []
+        self.keep_alive = keep_alive
+        self.started = started
+
+
+class _Refusal(Exception):
+    """A request the server answers itself, and closes the connection after."""
+
+    def __init__(self, error: GatewayError):
+        self.error = error
+
+
+def _error_bytes(error: GatewayError, clock: _Clock) -> bytes:
+    response = error.response()
+    headers = [(k, v) for k, v in response.raw_headers if k != b"connection"] + [(b"connection", b"close")]
+    return _head(response.status_code, headers, clock) + response.body
+
+
+def _head(status: int, headers: list[tuple[bytes, bytes]], clock: _Clock) -> bytes:
+    line = _STATUS_LINES.get(status) or f"HTTP/1.1 {status} Status\r\n".encode()
+    parts = [line, clock.header]
+    for name, value in headers:
+        if any(c in name or c in value for c in _FORBIDDEN_IN_HEADERS) or b":" in name:
+            raise ValueError(f"the app sent a header HTTP/1.1 cannot carry: {name!r}")
+        parts += (name, b": ", value, b"\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: parses requests, runs them one at a time, in order."""
+
+    def __init__(self, server: "Server"):
+        self.server = server
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.client: tuple | None = None
+        self.queue: deque[_Request] = deque()  # parsed, waiting their turn
+        self.current: _Request | None = None  # parsing, until complete
+        self.task: asyncio.Task | None = None  # the request being answered
+        self.closing = False
+        self.final: bytes | None = None  # a refusal to write once the answer under way is out; then close
+        self.writable = True
+        self.idle_since = time.monotonic()
+        self.disconnected = asyncio.get_running_loop().create_future()
+        self._reset()
+
+    def _reset(self) -> None:
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.header_bytes = 0
+        self.body_bytes = 0
+
+    # -- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.client = tuple(peer[:2]) if isinstance(peer, tuple) else None
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.server.connections.discard(self)
+        self.queue.clear()
+        if not self.disconnected.done():
+            self.disconnected.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # An upgrade (h2c, websocket) the server does not do: answer the
+            # request as HTTP/1.1, which RFC 9110 allows, then close.
+            self.transport.pause_reading()
+            for request in self.queue:
+                request.keep_alive = False
+        except httptools.HttpParserError as exc:
+            # A callback's own refusal reaches here as the cause of the parser's error.
+            refusal = exc.__context__
+            self._refuse(refusal.error if isinstance(refusal, _Refusal) else
+                         GatewayError(400, "malformed_request", f"the request is not valid HTTP/1.1: {exc}"))
+
+    def pause_writing(self) -> None:
+        self.writable = False  # a slow reader: answer nothing more until it catches up
+
+    def resume_writing(self) -> None:
+        self.writable = True
+        self._next()
+
+    # -- httptools callbacks
+
+    def on_message_begin(self) -> None:
+        self._reset()
+        self.current = _Request({}, False, time.monotonic())
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        self._count(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.lower(), value))
+        self._count(len(name) + len(value))
+
+    def _count(self, size: int) -> None:
+        self.header_bytes += size
+        if self.header_bytes > MAX_HEADER_BYTES:
+            raise _Refusal(GatewayError(431, "headers_too_large", f"the request line and headers exceed {MAX_HEADER_BYTES} bytes"))
+
+    def on_headers_complete(self) -> None:
+        request = self.current
+        request.keep_alive = self.parser.should_keep_alive()
+        try:
+            url = httptools.parse_url(self.url)
+            path = url.path.decode("ascii")
+        except (httptools.HttpParserInvalidURLError, UnicodeDecodeError):
+            raise _Refusal(GatewayError(400, "malformed_request", "the request target is not a valid path")) from None
+        request.scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": self.parser.get_http_version(),
+            "server": self.server.address,
+            "client": self.client,
+            "scheme": "http",
+            "method": self.parser.get_method().decode("ascii"),
+            "root_path": "",
+            "path": unquote(path) if "%" in path else path,
+            "raw_path": url.path,
+            "query_string": url.query or b"",
+            "headers": self.headers,
+            "state": {},
+        }
+        limit = self.server.max_body_bytes
+        expects = False
+        for name, value in self.headers:
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                raise _Refusal(GatewayError(413, "body_too_large", f"the request body exceeds {limit} bytes"))
+            expects = expects or (name == b"expect" and value.lower() == b"100-continue")
+        if expects and self.task is None and not self.queue:
+            self.transport.write(_CONTINUE)
+
+    def on_body(self, body: bytes) -> None:
+        self.body_bytes += len(body)
+        if self.body_bytes > self.server.max_body_bytes:
+            raise _Refusal(GatewayError(413, "body_too_large", f"the request body exceeds {self.server.max_body_bytes} bytes"))
+        self.current.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.queue.append(self.current)
+        self.current = None
+        if len(self.queue) > 1 or self.task is not None:
+            self.transport.pause_reading()  # pipelined: hold the rest until these are answered
+        self._next()
+
+    # -- answering
+
+    def _next(self) -> None:
+        if self.task is not None or not self.writable or self.closing:
+            return
+        if self.final is not None:
+            self.transport.write(self.final)
+            self._close()
+            return
+        if not self.queue:
+            self.idle_since = time.monotonic()
+            self.transport.resume_reading()
+            return
+        request = self.queue.popleft()
+        self.task = asyncio.get_running_loop().create_task(self._answer(request))
+        self.server.tasks.add(self.task)
+
+    async def _answer(self, request: _Request) -> None:
+        exchange = _Exchange(self, request)
+        try:
+            await self.server.app(request.scope, exchange.receive, exchange.send)
+            if not exchange.complete:
+                raise RuntimeError("the app returned without completing its response")
+        except Exception:
+            log.exception("unexpected error on %s %s", request.scope["method"], request.scope["path"])
+            if exchange.started:
+                self._close()  # part of an answer went out: the connection cannot be trusted
+            else:
+                error = GatewayError(500, "internal_error", "the gateway failed unexpectedly; the error is logged")
+                exchange.write(_error_bytes(error, self.server.clock), keep_alive=False)
+        finally:
+            self.server.tasks.discard(self.task)
+            self.task = None
+        if self.server.access_log:
+            access.info('%s - "%s %s HTTP/%s" %s', self.client and self.client[0], request.scope["method"],
+                        request.scope["path"], request.scope["http_version"], exchange.status)
+        self._next()
+
+    def _refuse(self, error: GatewayError) -> None:
+        """Answer a request the parser refused, after any answer under way, and close."""
+        self.transport.pause_reading()
+        self.queue.clear()
+        self.current = None
+        self.final = _error_bytes(error, self.server.clock)
+        self._next()
+
+    def _close(self) -> None:
+        self.closing = True
+        self.transport.close()
+
+    def shutdown(self) -> None:
+        """Server shutdown: close now if idle, else after the answer under way."""
+        self.queue.clear()
+        if self.task is None:
+            self._close()
+        else:
+            self.transport.pause_reading()
+
+    def check_timeouts(self, now: float) -> None:
+        limit = self.server.request_timeout
+        if self.current is not None:
+            if now - self.current.started > limit:
+                self._refuse(GatewayError(408, "request_timeout", f"the request did not arrive whole within {limit:g} s"))
+        elif self.task is None and not self.queue and now - self.idle_since > self.server.keep_alive:
+            self._close()
+
+
+class _Exchange:
+    """The ASGI receive and send of one request."""
+
+    __slots__ = ("conn", "request", "started", "complete", "status", "head", "chunks", "read")
+
+    def __init__(self, conn: _Connection, request: _Request):
+        self.conn = conn
+        self.request = request
+        self.started = self.complete = self.read = False
+        self.status = 0
+        self.head: list[tuple[bytes, bytes]] = []
+        self.chunks: list[bytes] = []
+
+    async def receive(self) -> dict:
+        if not self.read:
+            self.read = True
+            body = self.request.body
+            return {"type": "http.request", "body": body[0] if len(body) == 1 else b"".join(body), "more_body": False}
+        await self.conn.disconnected
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: dict) -> None:
+        kind = message["type"]
+        if kind == "http.response.start" and not self.started:
+            self.started = True
+            self.status = message["status"]
+            self.head = list(message.get("headers", ()))
+        elif kind == "http.response.body" and self.started and not self.complete:
+            self.chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                self.complete = True
+                self._finish()
+        else:
+            raise RuntimeError(f"unexpected ASGI message {kind!r} at this point of the response")
+
+    def _finish(self) -> None:
+        # The whole answer in one write: one packet, one wake-up of the client.
+        body = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
+        keep_alive = self.request.keep_alive and not self.conn.server.stopping
+        headers = [(k.lower(), v) for k, v in self.head]
+        if not any(k == b"content-length" for k, _ in headers):
+            headers.append((b"content-length", str(len(body)).encode()))
+        for name, value in headers:
+            if name == b"connection" and b"close" in value.lower():
+                keep_alive = False
+        if not keep_alive:
+            headers = [(k, v) for k, v in headers if k != b"connection"] + [(b"connection", b"close")]
+        if self.request.scope["method"] == "HEAD" or self.status in (204, 304):
+            body = b""
+        self.write(_head(self.status, headers, self.conn.server.clock) + body, keep_alive)
+
+    def write(self, data: bytes, keep_alive: bool) -> None:
+        conn = self.conn
+        if conn.closing:
+            return  # the client has gone; the answer has nowhere to go
+        conn.transport.write(data)
+        if not keep_alive:
+            conn._close()
+
+
+class _Lifespan:
+    """The ASGI lifespan protocol: the app starts up before the port opens
+    and shuts down (closing its pools and stores) after the last answer."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+        self.inbox: asyncio.Queue[dict] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        self.started, self.stopped = loop.create_future(), loop.create_future()
+        self.task = loop.create_task(self._run())
+
+    async def _run(self) -> None:
+        scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": {}}
+        try:
+            await self.app(scope, self.inbox.get, self._send)
+        except BaseException as exc:
+            for step in (self.started, self.stopped):
+                if not step.done():
+                    step.set_exception(exc)
+
+    async def _send(self, message: dict) -> None:
+        step = self.started if message["type"].startswith("lifespan.startup.") else self.stopped
+        if message["type"].endswith(".failed"):
+            step.set_exception(RuntimeError(message.get("message") or message["type"]))
+        else:
+            step.set_result(None)
+
+    async def startup(self) -> None:
+        await self.inbox.put({"type": "lifespan.startup"})
+        await self.started
+
+    async def shutdown(self) -> None:
+        await self.inbox.put({"type": "lifespan.shutdown"})
+        await self.stopped
+
+
+class Server:
+    def __init__(self, app: ASGIApp, host: str, port: int, *, max_body_bytes: int, keep_alive: float = 5.0,
+                 request_timeout: float = 30.0, access_log: bool = False):
+        self.app = app
+        self.address = (host, port)
+        self.max_body_bytes = max_body_bytes
+        self.keep_alive = keep_alive  # an idle connection is closed after this
+        self.request_timeout = request_timeout  # a request must arrive whole within this of its first byte
+        self.access_log = access_log
+        self.connections: set[_Connection] = set()
+        self.tasks: set[asyncio.Task] = set()
+        self.clock = _Clock()
+        self.stopping = False
+
+    async def serve(self, graceful_timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        lifespan = _Lifespan(self.app)
+        await lifespan.startup()
+        listener = await loop.create_server(lambda: _Connection(self), *self.address, backlog=2048)
+        log.info("listening on http://%s:%d", *self.address)
+        ticker = loop.create_task(self._tick(stop))
+        await stop.wait()
+        log.info("shutting down: no new connections; up to %g s for the calls under way", graceful_timeout)
+        self.stopping = True
+        listener.close()
+        ticker.cancel()
+        for conn in list(self.connections):
+            conn.shutdown()
+        if self.tasks:
+            await asyncio.wait(set(self.tasks), timeout=graceful_timeout)
+        if self.tasks:
+            log.warning("cancelling %d call(s) still under way", len(self.tasks))
+            for task in self.tasks:
+                task.cancel()
+            await asyncio.wait(set(self.tasks), timeout=1.0)
+        for conn in list(self.connections):
+            conn._close()
+        await listener.wait_closed()
+        await lifespan.shutdown()
+
+    async def _tick(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await asyncio.sleep(_TICK)
+            self.clock.tick()
+            now = time.monotonic()
+            for conn in list(self.connections):
+                conn.check_timeouts(now)
+
+
+def run(app: ASGIApp, host: str, port: int, *, graceful_timeout: float, **options) -> None:
+    import uvloop
+
+    uvloop.run(Server(app, host, port, **options).serve(graceful_timeout))

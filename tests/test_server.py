@@ -1,0 +1,197 @@
+"""The HTTP/1.1 server of `gateway serve` (gateway/server.py), spoken to over
+raw sockets: keep-alive, pipelining, framing, limits, timeouts and refusals.
+Every refusal is the gateway's JSON error; no input gets a bare 500."""
+
+import json
+import socket
+import time
+
+import pytest
+from conftest import Server
+
+HEADERS = "x-api-key: gateway-demo-key\r\nx-connection-token: sandbox-formation\r\n"
+CREATE = json.dumps({"name": "Server Test", "email_address": "server@example.com"}).encode()
+
+
+@pytest.fixture(scope="module")
+def server():
+    # The embedded sandbox: no provider process needed.
+    process = Server(["serve", "--keep-alive", "1", "--request-timeout", "1"], {"GATEWAY_MAX_BODY_BYTES": "2048"})
+    yield process
+    log = process.stop()
+    assert "Traceback" not in log, log
+
+
+def connect(server: Server) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", server.port), timeout=5)
+
+
+def read_response(sock: socket.socket, buffer: bytearray) -> tuple[int, dict[str, str], bytes]:
+    """One response off the socket (Content-Length framed); the rest stays in `buffer`."""
+    while b"\r\n\r\n" not in buffer:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed before a whole head: {bytes(buffer)!r}"
+        buffer += chunk
+    head, _, _ = bytes(buffer).partition(b"\r\n\r\n")
+    del buffer[:len(head) + 4]
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    length = int(headers["content-length"])
+    while len(buffer) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed mid-body"
+        buffer += chunk
+    body = bytes(buffer[:length])
+    del buffer[:length]
+    return status, headers, body
+
+
+def closed(sock: socket.socket, within: float = 5.0) -> bool:
+    sock.settimeout(within)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def refusal(status: int, headers: dict, body: bytes, expected: int, code: str) -> None:
+    assert status == expected, body
+    assert headers["content-type"] == "application/json"
+    assert headers["connection"] == "close"
+    assert json.loads(body)["code"] == code
+
+
+def post(body: bytes, extra: str = "") -> bytes:
+    return (f"POST /accounting/contacts HTTP/1.1\r\nhost: t\r\n{HEADERS}content-type: application/json\r\n"
+            f"content-length: {len(body)}\r\n{extra}\r\n").encode() + body
+
+
+def test_one_connection_carries_many_requests(server):
+    with connect(server) as sock:
+        buffer = bytearray()
+        for _ in range(3):
+            sock.sendall(post(CREATE))
+            status, headers, body = read_response(sock, buffer)
+            assert status == 201 and json.loads(body)["name"] == "Server Test"
+            assert headers["date"].endswith("GMT")
+            assert "connection" not in headers
+
+
+def test_pipelined_requests_are_answered_in_order(server):
+    requests = b"".join([
+        b"GET /health HTTP/1.1\r\nhost: t\r\n\r\n",
+        post(CREATE),
+        f"GET /accounting/contacts?limit=1 HTTP/1.1\r\nhost: t\r\n{HEADERS}\r\n".encode(),
+        b"GET /nowhere HTTP/1.1\r\nhost: t\r\n\r\n",
+    ])
+    with connect(server) as sock:
+        sock.sendall(requests)
+        buffer = bytearray()
+        answers = [read_response(sock, buffer) for _ in range(4)]
+    assert [a[0] for a in answers] == [200, 201, 200, 404]
+    assert json.loads(answers[1][2])["name"] == "Server Test"
+    assert len(json.loads(answers[2][2])["data"]) == 1
+
+
+def test_http_1_0_and_connection_close_end_the_connection(server):
+    for request in (b"GET /health HTTP/1.0\r\n\r\n", b"GET /health HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n"):
+        with connect(server) as sock:
+            sock.sendall(request)
+            status, headers, _ = read_response(sock, bytearray())
+            assert status == 200 and headers["connection"] == "close"
+            assert closed(sock)
+
+
+def test_a_chunked_request_body_is_read_whole(server):
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(CREATE[i:i + 10]), CREATE[i:i + 10]) for i in range(0, len(CREATE), 10))
+    request = (f"POST /accounting/contacts HTTP/1.1\r\nhost: t\r\n{HEADERS}content-type: application/json\r\n"
+               "transfer-encoding: chunked\r\n\r\n").encode() + chunks + b"0\r\n\r\n"
+    with connect(server) as sock:
+        sock.sendall(request)
+        status, _, body = read_response(sock, bytearray())
+    assert status == 201 and json.loads(body)["email_address"] == "server@example.com"
+
+
+def test_expect_100_continue_is_answered_before_the_body(server):
+    with connect(server) as sock:
+        head = post(CREATE, "expect: 100-continue\r\n")[:-len(CREATE)]
+        sock.sendall(head)
+        assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(CREATE)
+        assert read_response(sock, bytearray())[0] == 201
+
+
+def test_a_body_over_the_cap_is_refused_before_it_is_read(server):
+    with connect(server) as sock:
+        sock.sendall((f"POST /accounting/contacts HTTP/1.1\r\nhost: t\r\n{HEADERS}"
+                      "content-length: 999999\r\nexpect: 100-continue\r\n\r\n").encode())
+        refusal(*read_response(sock, bytearray()), 413, "body_too_large")
+        assert closed(sock)
+
+
+def test_a_chunked_body_over_the_cap_is_refused(server):
+    with connect(server) as sock:
+        sock.sendall((f"POST /accounting/contacts HTTP/1.1\r\nhost: t\r\n{HEADERS}transfer-encoding: chunked\r\n\r\n"
+                      "1000\r\n").encode() + b"x" * 4096 + b"\r\n")
+        refusal(*read_response(sock, bytearray()), 413, "body_too_large")
+        assert closed(sock)
+
+
+def test_malformed_requests_get_a_json_400(server):
+    for garbage in (b"NOT HTTP AT ALL\r\n\r\n", b"GET /health HTTP/1.1\r\nbad header line\r\n\r\n",
+                    b"GET /health HTTP/1.1\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n"):
+        with connect(server) as sock:
+            sock.sendall(garbage)
+            refusal(*read_response(sock, bytearray()), 400, "malformed_request")
+            assert closed(sock)
+
+
+def test_headers_over_the_cap_get_a_json_431(server):
+    with connect(server) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nhost: t\r\n" + b"x-filler: " + b"a" * 70_000 + b"\r\n\r\n")
+        refusal(*read_response(sock, bytearray()), 431, "headers_too_large")
+
+
+def test_a_request_that_never_arrives_whole_gets_a_408(server):
+    with connect(server) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nhost: t\r\n")  # and nothing more
+        started = time.monotonic()
+        refusal(*read_response(sock, bytearray()), 408, "request_timeout")
+        assert time.monotonic() - started < 3
+
+
+def test_an_idle_connection_is_closed_after_the_keep_alive(server):
+    with connect(server) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nhost: t\r\n\r\n")
+        assert read_response(sock, bytearray())[0] == 200
+        started = time.monotonic()
+        assert closed(sock)
+        assert 0.9 < time.monotonic() - started < 3
+
+
+def test_head_answers_the_headers_alone(server):
+    with connect(server) as sock:
+        sock.sendall(b"HEAD /health HTTP/1.1\r\nhost: t\r\n\r\nGET /health HTTP/1.1\r\nhost: t\r\n\r\n")
+        buffer = bytearray()
+        while buffer.count(b"\r\n\r\n") < 2 or not buffer.endswith(b"}"):
+            buffer += sock.recv(65536)
+    first, second = bytes(buffer).split(b"HTTP/1.1 200 OK")[1:]
+    assert b"content-length: 15" in first and first.endswith(b"\r\n\r\n")  # no body after the HEAD's headers
+    assert second.endswith(b'{"status":"ok"}')
+
+
+def test_an_upgrade_request_is_answered_as_http_1_1(server):
+    with connect(server) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nhost: t\r\nconnection: upgrade\r\nupgrade: h2c\r\n\r\n")
+        status, headers, body = read_response(sock, bytearray())
+        assert status == 200 and json.loads(body) == {"status": "ok"}
+
+
+def test_a_client_that_leaves_mid_request_does_not_disturb_the_others(server):
+    for _ in range(20):
+        with connect(server) as sock:
+            sock.sendall(post(CREATE)[:-5])  # and hang up
+    with connect(server) as sock:
+        sock.sendall(post(CREATE))
+        assert read_response(sock, bytearray())[0] == 201
