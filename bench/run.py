@@ -14,7 +14,7 @@ It starts three servers, each its own process on 127.0.0.1:
   correct envelopes; it checks X-API-KEY and company_id like Formation does;
 - nginx: a plain pass-through `proxy_pass` to the upstream, as shipped (the
   reference the targets were set against);
-- gateway: `gateway serve` (one uvicorn worker, as shipped) configured with
+- gateway: `gateway serve` (one process, as shipped) configured with
   GATEWAY_API_KEYS and a GATEWAY_CONNECTIONS file whose base_url is the upstream;
 
 then drives each scenario (create, list, retrieve) through each path (direct
@@ -503,7 +503,7 @@ def versions(nginx: str, wrk: str) -> str:
             return "-"
 
     nginx_version, wrk_version = version([nginx, "-v"], r"nginx/(\S+)"), version([wrk, "-v"], r"wrk (\S+)")
-    return (f"Python {platform.python_version()}, uvicorn {dist('uvicorn')}, starlette {dist('starlette')}, "
+    return (f"Python {platform.python_version()}, starlette {dist('starlette')}, "
             f"httpx {dist('httpx')}, uvloop {dist('uvloop')}, httptools {dist('httptools')}; "
             f"nginx {nginx_version}, wrk {wrk_version}")
 
@@ -745,7 +745,7 @@ def main(argv: list[str] | None = None) -> int:
             "",
             f"{when}; {machine()}.",
             f"{versions(nginx, wrk)}.",
-            f"Gateway {gateway_revision()}; one `gateway serve` process (one uvicorn worker, default log level, "
+            f"Gateway {gateway_revision()}; one `gateway serve` process (default log level, "
             "no access log).",
             f"wrk: {args.duration:g} s per run after {args.warmup:g} s of warm-up per path; "
             f"c={high} with {min(args.threads, high)} threads, c=1 with 1; list pages of {args.page_size} records.",

@@ -34,7 +34,6 @@ _TICK = 0.5
 
 _STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_FORBIDDEN_IN_HEADERS = (b"\r", b"\n", b"\0")
 
 
 class _Clock:
@@ -73,13 +72,12 @@ def _error_bytes(error: GatewayError, clock: _Clock) -> bytes:
 
 def _head(status: int, headers: list[tuple[bytes, bytes]], clock: _Clock) -> bytes:
     line = _STATUS_LINES.get(status) or f"HTTP/1.1 {status} Status\r\n".encode()
-    parts = [line, clock.header]
-    for name, value in headers:
-        if any(c in name or c in value for c in _FORBIDDEN_IN_HEADERS) or b":" in name:
-            raise ValueError(f"the app sent a header HTTP/1.1 cannot carry: {name!r}")
-        parts += (name, b": ", value, b"\r\n")
-    parts.append(b"\r\n")
-    return b"".join(parts)
+    block = b"".join([name + b": " + value + b"\r\n" for name, value in headers])
+    # A line break inside a name or value would add headers, or a body, of the app's making.
+    if block.count(b"\r") != len(headers) or block.count(b"\n") != len(headers) or b"\0" in block \
+            or any(b":" in name for name, _ in headers):
+        raise ValueError("the app sent a header HTTP/1.1 cannot carry")
+    return line + clock.header + block + b"\r\n"
 
 
 class _Connection(asyncio.Protocol):
@@ -94,7 +92,8 @@ class _Connection(asyncio.Protocol):
         self.current: _Request | None = None  # parsing, until complete
         self.task: asyncio.Task | None = None  # the request being answered
         self.closing = False
-        self.final: bytes | None = None  # a refusal to write once the answer under way is out; then close
+        self.last = False  # no more requests on this connection: close once those parsed are answered
+        self.final: bytes | None = None  # a refusal to write after them
         self.writable = True
         self.idle_since = time.monotonic()
         self.disconnected = asyncio.get_running_loop().create_future()
@@ -128,8 +127,7 @@ class _Connection(asyncio.Protocol):
             # An upgrade (h2c, websocket) the server does not do: answer the
             # request as HTTP/1.1, which RFC 9110 allows, then close.
             self.transport.pause_reading()
-            for request in self.queue:
-                request.keep_alive = False
+            self.last = True
         except httptools.HttpParserError as exc:
             # A callback's own refusal reaches here as the cause of the parser's error.
             refusal = exc.__context__
@@ -212,11 +210,12 @@ class _Connection(asyncio.Protocol):
     def _next(self) -> None:
         if self.task is not None or not self.writable or self.closing:
             return
-        if self.final is not None:
-            self.transport.write(self.final)
-            self._close()
-            return
         if not self.queue:
+            if self.last:
+                if self.final is not None:
+                    self.transport.write(self.final)
+                self._close()
+                return
             self.idle_since = time.monotonic()
             self.transport.resume_reading()
             return
@@ -246,10 +245,10 @@ class _Connection(asyncio.Protocol):
         self._next()
 
     def _refuse(self, error: GatewayError) -> None:
-        """Answer a request the parser refused, after any answer under way, and close."""
+        """Answer a request the parser refused, after those before it, and close."""
         self.transport.pause_reading()
-        self.queue.clear()
         self.current = None
+        self.last = True
         self.final = _error_bytes(error, self.server.clock)
         self._next()
 
@@ -258,12 +257,11 @@ class _Connection(asyncio.Protocol):
         self.transport.close()
 
     def shutdown(self) -> None:
-        """Server shutdown: close now if idle, else after the answer under way."""
-        self.queue.clear()
-        if self.task is None:
-            self._close()
-        else:
-            self.transport.pause_reading()
+        """Server shutdown: read no more; close once what was parsed is answered."""
+        self.transport.pause_reading()
+        self.current = None
+        self.last = True
+        self._next()
 
     def check_timeouts(self, now: float) -> None:
         limit = self.server.request_timeout
@@ -312,18 +310,23 @@ class _Exchange:
     def _finish(self) -> None:
         # The whole answer in one write: one packet, one wake-up of the client.
         body = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
-        keep_alive = self.request.keep_alive and not self.conn.server.stopping
-        headers = [(k.lower(), v) for k, v in self.head]
-        if not any(k == b"content-length" for k, _ in headers):
-            headers.append((b"content-length", str(len(body)).encode()))
+        conn = self.conn
+        keep_alive = self.request.keep_alive and not conn.server.stopping and not (conn.last and not conn.queue)
+        headers = self.head
+        sized = False
         for name, value in headers:
-            if name == b"connection" and b"close" in value.lower():
+            name = name.lower()
+            if name == b"content-length":
+                sized = True
+            elif name == b"connection" and b"close" in value.lower():
                 keep_alive = False
+        if not sized:
+            headers.append((b"content-length", str(len(body)).encode()))
         if not keep_alive:
-            headers = [(k, v) for k, v in headers if k != b"connection"] + [(b"connection", b"close")]
+            headers = [(k, v) for k, v in headers if k.lower() != b"connection"] + [(b"connection", b"close")]
         if self.request.scope["method"] == "HEAD" or self.status in (204, 304):
             body = b""
-        self.write(_head(self.status, headers, self.conn.server.clock) + body, keep_alive)
+        self.write(_head(self.status, headers, conn.server.clock) + body, keep_alive)
 
     def write(self, data: bytes, keep_alive: bool) -> None:
         conn = self.conn
@@ -353,6 +356,10 @@ class _Lifespan:
             for step in (self.started, self.stopped):
                 if not step.done():
                     step.set_exception(exc)
+        else:  # an app that returns at once has no lifespan to run
+            for step in (self.started, self.stopped):
+                if not step.done():
+                    step.set_result(None)
 
     async def _send(self, message: dict) -> None:
         step = self.started if message["type"].startswith("lifespan.startup.") else self.stopped
@@ -401,8 +408,9 @@ class Server:
         ticker.cancel()
         for conn in list(self.connections):
             conn.shutdown()
-        if self.tasks:
-            await asyncio.wait(set(self.tasks), timeout=graceful_timeout)
+        deadline = loop.time() + graceful_timeout
+        while self.tasks and loop.time() < deadline:  # answers may start the requests pipelined behind them
+            await asyncio.wait(set(self.tasks), timeout=deadline - loop.time())
         if self.tasks:
             log.warning("cancelling %d call(s) still under way", len(self.tasks))
             for task in self.tasks:
@@ -423,6 +431,10 @@ class Server:
 
 
 def run(app: ASGIApp, host: str, port: int, *, graceful_timeout: float, **options) -> None:
-    import uvloop
-
-    uvloop.run(Server(app, host, port, **options).serve(graceful_timeout))
+    serving = Server(app, host, port, **options).serve(graceful_timeout)
+    try:
+        import uvloop
+    except ImportError:  # not built for this platform: the standard loop, slower
+        asyncio.run(serving)
+    else:
+        uvloop.run(serving)

@@ -52,6 +52,8 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
+        # One parser for the connection's life: llhttp starts each answer afresh
+        # on a kept-alive connection, and any failure closes the connection.
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
         self.idle_since = 0.0
@@ -187,7 +189,6 @@ class Pool:
                       sweeper: "Sweeper") -> Answer:
         async with self.slots:
             conn = await self._connect(timeouts.connect)
-            conn.parser = httptools.HttpResponseParser(conn)
             conn._reset_exchange(asyncio.get_running_loop().create_future(), cap)
             conn.transport.write(head + body if body else head)
             sweeper.watch(conn, timeouts)

@@ -195,3 +195,13 @@ def test_a_client_that_leaves_mid_request_does_not_disturb_the_others(server):
     with connect(server) as sock:
         sock.sendall(post(CREATE))
         assert read_response(sock, bytearray())[0] == 201
+
+
+def test_a_bad_request_behind_good_ones_is_refused_after_they_are_answered(server):
+    with connect(server) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nhost: t\r\n\r\n" + post(CREATE) + b"NOT HTTP\r\n\r\n")
+        buffer = bytearray()
+        assert read_response(sock, buffer)[0] == 200
+        assert read_response(sock, buffer)[0] == 201
+        refusal(*read_response(sock, buffer), 400, "malformed_request")
+        assert closed(sock)
