@@ -311,7 +311,7 @@ class _Exchange:
         # The whole answer in one write: one packet, one wake-up of the client.
         body = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
         conn = self.conn
-        keep_alive = self.request.keep_alive and not conn.server.stopping and not (conn.last and not conn.queue)
+        keep_alive = self.request.keep_alive and not conn.server.stopping and not (conn.last and not conn.queue and conn.final is None)
         headers = self.head
         sized = False
         for name, value in headers:
