@@ -64,6 +64,10 @@ class _Refusal(Exception):
         self.error = error
 
 
+def _too_large_head() -> _Refusal:
+    return _Refusal(GatewayError(431, "headers_too_large", f"the request line and headers exceed {MAX_HEADER_BYTES} bytes"))
+
+
 def _error_bytes(error: GatewayError, clock: _Clock) -> bytes:
     response = error.response()
     headers = [(k, v) for k, v in response.raw_headers if k != b"connection"] + [(b"connection", b"close")]
@@ -149,16 +153,15 @@ class _Connection(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self.url += url
-        self._count(len(url))
+        self.header_bytes += len(url)
+        if self.header_bytes > MAX_HEADER_BYTES:
+            raise _too_large_head()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name.lower(), value))
-        self._count(len(name) + len(value))
-
-    def _count(self, size: int) -> None:
-        self.header_bytes += size
+        self.header_bytes += len(name) + len(value)
         if self.header_bytes > MAX_HEADER_BYTES:
-            raise _Refusal(GatewayError(431, "headers_too_large", f"the request line and headers exceed {MAX_HEADER_BYTES} bytes"))
+            raise _too_large_head()
 
     def on_headers_complete(self) -> None:
         request = self.current

@@ -205,3 +205,9 @@ def test_a_bad_request_behind_good_ones_is_refused_after_they_are_answered(serve
         assert read_response(sock, buffer)[0] == 201
         refusal(*read_response(sock, buffer), 400, "malformed_request")
         assert closed(sock)
+
+
+def test_a_request_line_over_the_cap_gets_a_json_431(server):
+    with connect(server) as sock:
+        sock.sendall(b"GET /health?" + b"q" * 70_000 + b" HTTP/1.1\r\nhost: t\r\n\r\n")
+        refusal(*read_response(sock, bytearray()), 431, "headers_too_large")
