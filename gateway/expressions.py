@@ -50,13 +50,26 @@ class Expression:
 
 
 def compile_expression(source: str, key: str) -> Expression:
+    # Mapping files repeat expressions (`id`, `context.company_id`, whole
+    # templates across operations): each is compiled once per process.
+    expression = _COMPILED.get(source)
+    if expression is None:
+        try:
+            expression = _COMPILED[source] = Expression(_parse(source, key))
+        except (RecursionError, SyntaxError, MemoryError):  # Python's own limits on nesting
+            raise ExpressionError(key, f"expression nested too deeply: {source[:80]!r}") from None
+    return expression
+
+
+_COMPILED: dict[str, Expression] = {}
+
+
+def _parse(source: str, key: str) -> ParsedResult:
     try:
-        return Expression(jmespath.compile(source))
+        return jmespath.compile(source)
     except JMESPathError as exc:
         reason = " ".join(str(exc).split())
         raise ExpressionError(key, f"bad JMESPath expression {source!r}: {reason}") from None
-    except (RecursionError, SyntaxError, MemoryError):  # Python's own limits on nesting
-        raise ExpressionError(key, f"expression nested too deeply: {source[:80]!r}") from None
 
 
 _DEFAULT_FUNCTIONS = functions.Functions()
@@ -173,7 +186,7 @@ class _Writer:
 
 def _source(template: Any, key: str) -> str:
     if isinstance(template, str):
-        compile_expression(template, key)  # report the leaf, not the whole template
+        _parse(template, key)  # report the leaf, not the whole template
         return f"({template})"
     if isinstance(template, dict):
         if not template:
