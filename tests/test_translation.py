@@ -454,7 +454,7 @@ def test_retrieve_keeps_the_id_inside_one_path_segment(client, httpx_mock, recor
 
 
 def asgi_get(app, raw_path: bytes, headers: dict[str, str]) -> tuple[int, dict]:
-    """One GET straight through ASGI, with the scope uvicorn builds: `path`
+    """One GET straight through ASGI, with the scope gateway/server.py builds: `path`
     percent-decoded once. (starlette's TestClient decodes it twice, so it
     cannot send an id that itself holds an escape like %2F.)"""
     sent = []
