@@ -158,24 +158,19 @@ class _Writer:
         elif kind == "function_expression" and all(c["type"] != "expref" for c in children):
             args = [self.emit(c, src, depth) for c in children]
             put(f"{out} = f.call_function({node['value']!r}, [{', '.join(args)}])")
-        elif kind == "projection":
+        elif kind in ("projection", "flatten"):
+            # Both walk a list into a new one, null when the value is not a list.
             base = self.emit(children[0], src, depth)
             item = self.temp()
             put(f"if isinstance({base}, list):")
             self.put(depth + 1, f"{out} = []")
             self.put(depth + 1, f"for {item} in {base}:")
-            each = self.emit(children[1], item, depth + 2)
-            self.put(depth + 2, f"if {each} is not None:")
-            self.put(depth + 3, f"{out}.append({each})")
-            put("else:")
-            self.put(depth + 1, f"{out} = None")
-        elif kind == "flatten":
-            base = self.emit(children[0], src, depth)
-            item = self.temp()
-            put(f"if isinstance({base}, list):")
-            self.put(depth + 1, f"{out} = []")
-            self.put(depth + 1, f"for {item} in {base}:")
-            self.put(depth + 2, f"{out}.extend({item}) if isinstance({item}, list) else {out}.append({item})")
+            if kind == "projection":
+                each = self.emit(children[1], item, depth + 2)
+                self.put(depth + 2, f"if {each} is not None:")
+                self.put(depth + 3, f"{out}.append({each})")
+            else:
+                self.put(depth + 2, f"{out}.extend({item}) if isinstance({item}, list) else {out}.append({item})")
             put("else:")
             self.put(depth + 1, f"{out} = None")
         else:  # Anything else: jmespath's own interpreter, for this subtree only.
