@@ -234,9 +234,9 @@ class _Connection(asyncio.Protocol):
                 raise RuntimeError("the app returned without completing its response")
         except Exception:
             log.exception("unexpected error on %s %s", request.scope["method"], request.scope["path"])
-            if exchange.started:
-                self._close()  # part of an answer went out: the connection cannot be trusted
-            else:
+            if exchange.written:
+                self._close()  # an answer went out and then the app failed: the connection cannot be trusted
+            else:  # answers are written whole, so nothing of this one has gone out yet
                 error = GatewayError(500, "internal_error", "the gateway failed unexpectedly; the error is logged")
                 exchange.write(_error_bytes(error, self.server.clock), keep_alive=False)
         finally:
@@ -278,12 +278,12 @@ class _Connection(asyncio.Protocol):
 class _Exchange:
     """The ASGI receive and send of one request."""
 
-    __slots__ = ("conn", "request", "started", "complete", "status", "head", "chunks", "read")
+    __slots__ = ("conn", "request", "started", "complete", "written", "status", "head", "chunks", "read")
 
     def __init__(self, conn: _Connection, request: _Request):
         self.conn = conn
         self.request = request
-        self.started = self.complete = self.read = False
+        self.started = self.complete = self.written = self.read = False
         self.status = 0
         self.head: list[tuple[bytes, bytes]] = []
         self.chunks: list[bytes] = []
@@ -333,6 +333,7 @@ class _Exchange:
 
     def write(self, data: bytes, keep_alive: bool) -> None:
         conn = self.conn
+        self.written = True
         if conn.closing:
             return  # the client has gone; the answer has nowhere to go
         conn.transport.write(data)
@@ -394,9 +395,10 @@ class Server:
         self.clock = _Clock()
         self.stopping = False
 
-    async def serve(self, graceful_timeout: float) -> None:
+    async def serve(self, graceful_timeout: float, stop: asyncio.Event | None = None) -> None:
+        """Serve until SIGTERM or SIGINT (or `stop` is set), then shut down gracefully."""
         loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
+        stop = stop or asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         lifespan = _Lifespan(self.app)

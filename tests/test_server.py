@@ -211,3 +211,41 @@ def test_a_request_line_over_the_cap_gets_a_json_431(server):
     with connect(server) as sock:
         sock.sendall(b"GET /health?" + b"q" * 70_000 + b" HTTP/1.1\r\nhost: t\r\n\r\n")
         refusal(*read_response(sock, bytearray()), 431, "headers_too_large")
+
+
+def test_an_app_that_fails_gets_a_json_500_never_a_bare_one():
+    # In process, with an app that misbehaves in both ways the server guards.
+    import asyncio
+
+    from conftest import free_port
+
+    from gateway.server import Server
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/raise":
+            raise RuntimeError("boom")
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"x-bad", b"a\r\nx-injected: 1")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    port = free_port()
+
+    async def main() -> list:
+        stop = asyncio.Event()
+        serving = asyncio.create_task(Server(app, "127.0.0.1", port, max_body_bytes=1024).serve(1.0, stop))
+        await asyncio.sleep(0.2)
+        answers = []
+        for path in ("/raise", "/inject"):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(f"GET {path} HTTP/1.1\r\nhost: t\r\n\r\n".encode())
+            answers.append(await reader.read())  # the server closes after a 500
+            writer.close()
+        stop.set()
+        await serving
+        return answers
+
+    for raw in asyncio.run(main()):
+        head, _, body = raw.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 500 ") and b"x-injected" not in head, raw
+        assert json.loads(body)["code"] == "internal_error"
