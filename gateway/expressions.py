@@ -153,8 +153,13 @@ class _Writer:
                 f"and {inner} == 0 else not {inner}")
         elif kind == "comparator" and node["value"] in ("eq", "ne"):
             left, right = self.emit(children[0], src, depth), self.emit(children[1], src, depth)
-            compare = self.constant(visitor.TreeInterpreter.COMPARATOR_FUNC[node["value"]])
-            put(f"{out} = {compare}({left}, {right})")
+            if any(c["type"] == "literal" and isinstance(c["value"], str) for c in children):
+                # Against a string, JMESPath's equality is Python's: its special
+                # case (0 and 1 are not false and true) concerns numbers alone.
+                put(f"{out} = {left} {'==' if node['value'] == 'eq' else '!='} {right}")
+            else:
+                compare = self.constant(visitor.TreeInterpreter.COMPARATOR_FUNC[node["value"]])
+                put(f"{out} = {compare}({left}, {right})")
         elif kind == "function_expression" and all(c["type"] != "expref" for c in children):
             args = [self.emit(c, src, depth) for c in children]
             put(f"{out} = f.call_function({node['value']!r}, [{', '.join(args)}])")

@@ -57,7 +57,7 @@ EXPRESSIONS = [
     "a", "a.b", "a.b.c", "a.c[0]", "a.c[-1]", "a.c[-3]", "a.c[-4]", "a.c[3]", "a[0]", "@", "a[*].b", "a[].b", "a[]",
     "b[]", "b[][]", "a[*]", "a[*][*]", "*", "*.b", "a.*", "a | [0]", "a[*].b | [0]", "{x: a, y: [b, c]}", "[a, b]",
     "a || b", "b || c || d || e || f || `\"z\"`", "a && b", "c && a", "!a", "!b", "!n", "!c", "!`0`", "a == b", "a != b",
-    "b == `0`", "b == `false`", "e == `false`", "a.b > `0`", "l[?k == 'q'].v", "l[?v > `1`] | [0].k", "a.c[1:]",
+    "b == `0`", "b == `false`", "e == `false`", "a == 'x'", "'x' != b", "n == '0'", "e == ''", "d != 'x'", "a.b > `0`", "l[?k == 'q'].v", "l[?v > `1`] | [0].k", "a.c[1:]",
     "length(a)", "keys(a)", "to_string(b)", "default(f, `3`)", "to_iso(when, 'iso')", "context('company_id')",
     "to_unified(a, 'status')", "max_by(l, &v).k", "sort_by(l, &v)[].k", "l[*].{key: k, twice: [v, v]}",
     "`{\"literal\": [1, 2]}`", "'raw'", "a.b.{x: @}", "not_there[].x || `[]`",
