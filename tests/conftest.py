@@ -1,6 +1,8 @@
 """Shared fixtures: ../shared, free loopback ports, and real server processes."""
 
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -247,3 +249,70 @@ def start_prism(prism_bin) -> Iterator:
     yield start
     for prism in running.values():
         prism.stop()
+
+
+# -- the real Panora SDK (PyPI `panora-sdk`), in a virtualenv of its own ---------------
+# panora-sdk 0.7.0 needs httpx<0.28 and pydantic<2.9, which the gateway's own
+# environment does not have: its virtualenv is built once under .cache/ and reused.
+
+SDK = "panora-sdk"
+SDK_VERSION = "0.7.0"
+SDK_VENV = ROOT / ".cache" / "panora-sdk-venv"
+
+
+def child_env() -> dict[str, str]:
+    # The SDK's interpreter must see nothing of the gateway's environment.
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+
+
+def _venv_python(root: Path) -> Path:
+    return root / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
+
+
+def _installed_version(python: Path) -> str | None:
+    if not python.exists():
+        return None
+    probe = subprocess.run([str(python), "-I", "-c",
+                            f"import importlib.metadata as m, panora_sdk; print(m.version({SDK!r}))"],
+                           capture_output=True, text=True, env=child_env(), timeout=120)
+    return probe.stdout.strip() if probe.returncode == 0 else None
+
+
+@pytest.fixture(scope="session")
+def sdk_python() -> Path:
+    """The SDK venv's interpreter; the venv is built on first use and kept under .cache/."""
+    python = _venv_python(SDK_VENV)
+    if _installed_version(python) == SDK_VERSION:
+        return python
+    shutil.rmtree(SDK_VENV, ignore_errors=True)
+    SDK_VENV.parent.mkdir(parents=True, exist_ok=True)
+    made = subprocess.run([sys.executable, "-m", "venv", "--clear", str(SDK_VENV)], capture_output=True, text=True,
+                          env=child_env(), timeout=300)
+    if made.returncode != 0:
+        pytest.fail(f"python -m venv {SDK_VENV} failed:\n{made.stdout}{made.stderr}")
+    try:
+        install = subprocess.run(
+            [str(python), "-I", "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
+             f"{SDK}=={SDK_VERSION}"],
+            capture_output=True, text=True, env=child_env(), timeout=900)
+    except subprocess.TimeoutExpired as exc:
+        shutil.rmtree(SDK_VENV, ignore_errors=True)
+        pytest.fail(f"pip install {SDK}=={SDK_VERSION} into {SDK_VENV} timed out after {exc.timeout}s: "
+                    "is PyPI reachable from this machine?")
+    if install.returncode != 0:
+        shutil.rmtree(SDK_VENV, ignore_errors=True)
+        pytest.fail(f"cannot install {SDK}=={SDK_VERSION} from PyPI into {SDK_VENV} (pip exited {install.returncode}); "
+                    f"these tests need PyPI. pip said:\n{install.stdout[-3000:]}\n{install.stderr[-3000:]}")
+    found = _installed_version(python)
+    if found != SDK_VERSION:
+        shutil.rmtree(SDK_VENV, ignore_errors=True)
+        pytest.fail(f"{SDK} installed into {SDK_VENV} but does not import as version {SDK_VERSION} (found {found})")
+    return python
+
+
+def run_sdk_client(python: Path, script: Path, job: dict, cwd: Path) -> dict:
+    """Run a client script with the SDK's interpreter: a JSON job on stdin, a JSON report on stdout."""
+    done = subprocess.run([str(python), "-I", str(script)], input=json.dumps(job), capture_output=True, text=True,
+                          env=child_env(), cwd=cwd, timeout=120)
+    assert done.returncode == 0, f"the SDK client failed:\n{done.stderr}"
+    return json.loads(done.stdout)

@@ -21,10 +21,9 @@ import httpx
 import jmespath
 import msgspec
 import pytest
-from conftest import ROOT, Server, answer, clean_server, contact_input, openapi, seed
+from conftest import ROOT, Server, answer, clean_server, contact_input, openapi, run_sdk_client, seed
 from jmespath.exceptions import JMESPathTypeError
 from starlette.testclient import TestClient
-from test_sdk import _child_env, sdk_python  # noqa: F401  (sdk_python: the SDK venv fixture)
 
 from gateway import models
 from gateway.app import create_app
@@ -542,7 +541,7 @@ json.dump(report, sys.stdout)
 """
 
 
-def test_sdk_contacts_create_list_retrieve(sdk_python: Path, gateway: Server, shared: Path,  # noqa: F811
+def test_sdk_contacts_create_list_retrieve(sdk_python: Path, gateway: Server, shared: Path,
                                            tmp_path: Path) -> None:
     seed_contact = {**contact_input(shared), "tax_number": "1234567890123"}  # freee's format, without the T
     wanted = [seed_contact, {"name": "SDK Contact", "email_address": "sdk@example.com",
@@ -551,10 +550,7 @@ def test_sdk_contacts_create_list_retrieve(sdk_python: Path, gateway: Server, sh
     client.write_text(SDK_CLIENT, encoding="utf-8")
     job = {"server_url": gateway.url, "api_key": API_KEY, "token": TOKEN, "contacts": wanted, "limit": 1,
            "max_pages": 2}
-    done = subprocess.run([str(sdk_python), "-I", str(client)], input=json.dumps(job), capture_output=True,
-                          text=True, env=_child_env(), cwd=tmp_path, timeout=120)
-    assert done.returncode == 0, f"the SDK client failed:\n{done.stderr}"
-    report = json.loads(done.stdout)
+    report = run_sdk_client(sdk_python, client, job, tmp_path)
 
     # Prism answers freee's example partner to every create.
     assert len(report["created"]) == 2

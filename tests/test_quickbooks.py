@@ -17,9 +17,8 @@ from pathlib import Path
 import httpx
 import msgspec
 import pytest
-from conftest import ROOT, Server, answer, clean_server, free_port
+from conftest import ROOT, Server, answer, clean_server, free_port, run_sdk_client
 from fake_quickbooks import REALM, TOKEN, FakeQuickBooks, RunningFake, parse_query
-from test_sdk import _child_env, sdk_python  # noqa: F401 (a fixture)
 
 from gateway import mapping
 from gateway.models import OBJECTS
@@ -571,17 +570,14 @@ def test_every_request_carried_the_token_realm_and_minorversion(client: httpx.Cl
 SDK_CLIENT = Path(__file__).with_name("sdk_contacts_client.py")
 
 
-def test_the_panora_sdk_creates_lists_and_retrieves_contacts(sdk_python: Path, gateway: Server, fake: FakeQuickBooks,  # noqa: F811
+def test_the_panora_sdk_creates_lists_and_retrieves_contacts(sdk_python: Path, gateway: Server, fake: FakeQuickBooks,
                                                               tmp_path: Path) -> None:
     wanted = [{"name": f"SDK Contact {n}", "email_address": f"sdk{n}@example.com", "is_supplier": n % 2 == 1,
                "is_customer": n % 2 == 0, "tax_number": f"TAX-0000{n}", "status": "Active", "currency": "USD"}
               for n in range(1, 6)]
     job = {"server_url": gateway.url, "api_key": API_KEY, "token": CONNECTION, "contacts": wanted, "limit": 2,
            "unknown_id": "64b8f1a2e4b0c8d9f0ffffff"}
-    done = subprocess.run([str(sdk_python), "-I", str(SDK_CLIENT)], input=json.dumps(job), capture_output=True,
-                          text=True, env=_child_env(), cwd=tmp_path, timeout=120)
-    assert done.returncode == 0, f"the SDK client failed:\n{done.stderr}"
-    report = json.loads(done.stdout)
+    report = run_sdk_client(sdk_python, SDK_CLIENT, job, tmp_path)
 
     created = report["created"]
     assert [c["name"] for c in created] == [w["name"] for w in wanted]

@@ -1,86 +1,21 @@
 """The real Panora Python SDK (PyPI `panora-sdk`) against a real gateway process.
 
-panora-sdk 0.7.0 needs httpx<0.28 and pydantic<2.9, which the gateway's own
-environment does not have, so it lives in a virtualenv of its own, built once
-under .cache/ and reused. tests/sdk_client.py runs there as a subprocess.
+The SDK lives in a virtualenv of its own (conftest's `sdk_python`);
+tests/sdk_client.py runs there as a subprocess.
 What the SDK's models drop (remote_data's contents) is checked over raw HTTP.
 """
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import E2E_API_KEYS, E2E_TOKEN, ROOT, Server, clean_server, configured_gateway, contact_input
+from conftest import E2E_API_KEYS, E2E_TOKEN, Server, clean_server, configured_gateway, contact_input, run_sdk_client
 
 from gateway import sandbox
 
-SDK = "panora-sdk"
-SDK_VERSION = "0.7.0"
-SDK_VENV = ROOT / ".cache" / "panora-sdk-venv"
 CLIENT = Path(__file__).with_name("sdk_client.py")
-
-
-def _child_env() -> dict[str, str]:
-    # The SDK's interpreter must see nothing of the gateway's environment.
-    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
-
-
-def _venv_python(root: Path) -> Path:
-    return root / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
-
-
-def _installed_version(python: Path) -> str | None:
-    if not python.exists():
-        return None
-    probe = subprocess.run([str(python), "-I", "-c",
-                            f"import importlib.metadata as m, panora_sdk; print(m.version({SDK!r}))"],
-                           capture_output=True, text=True, env=_child_env(), timeout=120)
-    return probe.stdout.strip() if probe.returncode == 0 else None
-
-
-@pytest.fixture(scope="session")
-def sdk_python() -> Path:
-    """The SDK venv's interpreter; the venv is built on first use and kept under .cache/."""
-    python = _venv_python(SDK_VENV)
-    if _installed_version(python) == SDK_VERSION:
-        return python
-    shutil.rmtree(SDK_VENV, ignore_errors=True)
-    SDK_VENV.parent.mkdir(parents=True, exist_ok=True)
-    made = subprocess.run([sys.executable, "-m", "venv", "--clear", str(SDK_VENV)], capture_output=True, text=True,
-                          env=_child_env(), timeout=300)
-    if made.returncode != 0:
-        pytest.fail(f"python -m venv {SDK_VENV} failed:\n{made.stdout}{made.stderr}")
-    try:
-        install = subprocess.run(
-            [str(python), "-I", "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
-             f"{SDK}=={SDK_VERSION}"],
-            capture_output=True, text=True, env=_child_env(), timeout=900)
-    except subprocess.TimeoutExpired as exc:
-        shutil.rmtree(SDK_VENV, ignore_errors=True)
-        pytest.fail(f"pip install {SDK}=={SDK_VERSION} into {SDK_VENV} timed out after {exc.timeout}s: "
-                    "is PyPI reachable from this machine?")
-    if install.returncode != 0:
-        shutil.rmtree(SDK_VENV, ignore_errors=True)
-        pytest.fail(f"cannot install {SDK}=={SDK_VERSION} from PyPI into {SDK_VENV} (pip exited {install.returncode}); "
-                    f"these tests need PyPI. pip said:\n{install.stdout[-3000:]}\n{install.stderr[-3000:]}")
-    found = _installed_version(python)
-    if found != SDK_VERSION:
-        shutil.rmtree(SDK_VENV, ignore_errors=True)
-        pytest.fail(f"{SDK} installed into {SDK_VENV} but does not import as version {SDK_VERSION} (found {found})")
-    return python
-
-
-def run_client(python: Path, job: dict, cwd: Path) -> dict:
-    done = subprocess.run([str(python), "-I", str(CLIENT)], input=json.dumps(job), capture_output=True, text=True,
-                          env=_child_env(), cwd=cwd, timeout=120)
-    assert done.returncode == 0, f"the SDK client failed:\n{done.stderr}"
-    return json.loads(done.stdout)
 
 
 def contacts_to_create(shared: Path) -> list[dict]:
@@ -111,8 +46,8 @@ def gateway(request: pytest.FixtureRequest, tmp_path: Path):
 def test_sdk_create_list_retrieve(sdk_python: Path, gateway, shared: Path, tmp_path: Path) -> None:
     server, key, token = gateway
     wanted = contacts_to_create(shared)
-    report = run_client(sdk_python, {"server_url": server.url, "api_key": key, "token": token,
-                                     "contacts": wanted, "limit": 2}, tmp_path)
+    job = {"server_url": server.url, "api_key": key, "token": token, "contacts": wanted, "limit": 2}
+    report = run_sdk_client(sdk_python, CLIENT, job, tmp_path)
 
     created = report["created"]
     assert [c["name"] for c in created] == [w["name"] for w in wanted]

@@ -11,7 +11,6 @@
 """
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -22,9 +21,8 @@ import httpx
 import jmespath
 import msgspec
 import pytest
-from conftest import ROOT, Server, answer, clean_server, contact_input, openapi, seed
+from conftest import ROOT, Server, answer, clean_server, contact_input, openapi, run_sdk_client, seed
 from jmespath.exceptions import JMESPathTypeError
-from test_sdk import sdk_python  # noqa: F401  (the fixture: the SDK's own virtualenv)
 
 from gateway import models
 from gateway.functions import Functions, multiply
@@ -423,16 +421,12 @@ json.dump({"created": dump(created), "pages": [dump(first.result), dump(second.r
 '''
 
 
-def test_sdk_contacts(sdk_python: Path, gateway: Server, shared: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_sdk_contacts(sdk_python: Path, gateway: Server, shared: Path, tmp_path: Path) -> None:
     script = tmp_path / "xero_sdk_client.py"
     script.write_text(SDK_CLIENT, encoding="utf-8")
     job = {"server_url": gateway.url, "api_key": API_KEY, "token": TOKEN, "contact": contact_input(shared),
            "id": CONTACT}
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
-    done = subprocess.run([str(sdk_python), "-I", str(script)], input=json.dumps(job), capture_output=True,
-                          text=True, env=env, cwd=tmp_path, timeout=120)
-    assert done.returncode == 0, f"the SDK client failed:\n{done.stderr}"
-    report = json.loads(done.stdout)
+    report = run_sdk_client(sdk_python, script, job, tmp_path)
 
     made = report["created"]
     assert (made["id"], made["remote_id"], made["name"], made["email_address"], made["status"]) == (
