@@ -2,9 +2,8 @@
 origin, httptools (the C parser uvicorn uses) for answers.
 
 Measured on the benchmark's machine, one call through aiohttp cost about
-190 us of CPU, through httpx's own transport far more; through this about
-30 us, which is most of the difference between the gateway meeting its
-throughput target and missing it (README, "Benchmark"). It does only what
+190 us of CPU, through httpx's own transport far more; through this 30 to
+66 us (README, "Benchmark"). It does only what
 the gateway needs: JSON requests with a body of known length, answers with
 Content-Length, chunked or read-to-close bodies, gzip, TLS, timeouts, caps.
 """
