@@ -215,9 +215,13 @@ def strip_nulls(value: Any) -> Any:
     if isinstance(value, dict):
         out = {}
         for name, member in value.items():
-            member = strip_nulls(member)
-            if member is not None and member != {}:
-                out[name] = member
+            if isinstance(member, (dict, list)):
+                member = strip_nulls(member)
+                if member == {}:
+                    continue
+            elif member is None:
+                continue
+            out[name] = member
         return out
     if isinstance(value, list):
         return [strip_nulls(v) for v in value]

@@ -476,6 +476,11 @@ OBJECTS: dict[str, UnifiedObject] = {
 
 
 @functools.cache
+def _field_names(model: type[Model]) -> frozenset[str]:
+    return frozenset(model.__struct_fields__)
+
+
+@functools.cache
 def _nested(model: type[Model]) -> dict[str, type[Model]]:
     """Fields of `model` that hold further models (line items), by name."""
     out = {}
@@ -493,7 +498,7 @@ def unknown_fields(raw: dict[str, Any], model: type[Model], at: str = "$") -> li
     """Paths of the members of a request body that `model` does not define.
 
     Panora accepts them, so they are no error; the caller is told instead."""
-    known = model.__struct_fields__
+    known = _field_names(model)
     nested = _nested(model)
     out = [f"{at}.{name}" for name in raw if name not in known]
     for name, inner in nested.items():
