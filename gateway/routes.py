@@ -106,6 +106,9 @@ class Gateway:
         self.cursors = cursors
         self.idempotency = store
         self.max_body_bytes = max_body_bytes
+        # /accounting/{object}/ is the collection too, as it was when it redirected there.
+        self._collection = {"GET": self.list, "POST": self.create}
+        self._record = {"GET": self.retrieve}
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         """The ASGI app for every path under /accounting/: its own routing and
@@ -132,8 +135,7 @@ class Gateway:
         if not call.object:
             raise GatewayError(404, "no_such_path", f"{call.method} {call.path}: Not Found")
         method = "GET" if call.method == "HEAD" else call.method
-        # /accounting/{object}/ is the collection too, as it was when it redirected there.
-        handlers = {"GET": self.retrieve} if call.id else {"GET": self.list, "POST": self.create}
+        handlers = self._record if call.id else self._collection
         handler = handlers.get(method)
         if handler is None:
             raise GatewayError(405, "method_not_allowed", f"{call.method} {call.path}: Method Not Allowed",
