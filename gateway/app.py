@@ -15,7 +15,7 @@ from starlette.routing import Route
 from . import connections, idempotency, mapping, sandbox
 from .connections import ApiKeys, ConnectionEntry, Connections
 from .cursor import Cursors
-from .errors import GatewayError
+from .errors import GatewayError, internal_error
 from .routes import PREFIX, Gateway
 from .settings import DEMO_API_KEY, SANDBOX_TOKEN, ConfigError, Settings, from_environ
 from .upstream import open_upstream
@@ -97,9 +97,9 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] = os
         return GatewayError(exc.status_code, code, f"{request.method} {request.url.path}: {exc.detail}",
                             dict(exc.headers or {})).response()
 
-    async def internal_error(request: Request, exc: Exception) -> Response:
+    async def unexpected_error(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return GatewayError(500, "internal_error", "the gateway failed unexpectedly; the error is logged").response()
+        return internal_error().response()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -109,6 +109,6 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] = os
 
     return App(gateway, Starlette(
         routes=[Route("/health", health)],
-        exception_handlers={GatewayError: gateway_error, HTTPException: http_error, Exception: internal_error},
+        exception_handlers={GatewayError: gateway_error, HTTPException: http_error, Exception: unexpected_error},
         lifespan=lifespan,
     ))

@@ -54,6 +54,11 @@ def not_implemented(provider: str, operation: str) -> GatewayError:
                         provider=provider, operation=operation)
 
 
+def internal_error() -> GatewayError:
+    # The details are in the log, never in the answer.
+    return GatewayError(500, "internal_error", "the gateway failed unexpectedly; the error is logged")
+
+
 def shutting_down() -> GatewayError:
     # The call was cancelled midway: a create may have reached the provider.
     return GatewayError(503, "shutting_down", "the gateway shut down before this call finished; a create may have happened",

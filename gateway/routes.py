@@ -18,7 +18,8 @@ from starlette.responses import Response
 from . import idempotency, paging
 from .connections import ApiKeys, Connection, Connections
 from .cursor import CursorError, Cursors, Position
-from .errors import GatewayError, bad_gateway, bad_request, not_implemented, shutting_down, unauthorized, unprocessable
+from .errors import (GatewayError, bad_gateway, bad_request, internal_error, not_implemented, shutting_down, unauthorized,
+                     unprocessable)
 from .models import OBJECTS, UnifiedObject, unknown_fields
 from .operation import Operation, TranslationError
 from .unify import UnifyError
@@ -126,7 +127,7 @@ class Gateway:
             response = shutting_down().response()
         except Exception:
             log.exception("unexpected error on %s %s", call.method, call.path)
-            response = GatewayError(500, "internal_error", "the gateway failed unexpectedly; the error is logged").response()
+            response = internal_error().response()
         await response(scope, receive, send)
 
     # -- route -> connection -------------------------------------------------

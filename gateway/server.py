@@ -24,7 +24,7 @@ from urllib.parse import unquote
 import httptools
 from starlette.types import ASGIApp
 
-from .errors import GatewayError
+from .errors import GatewayError, internal_error
 
 log = logging.getLogger("gateway")
 access = logging.getLogger("gateway.access")
@@ -237,8 +237,7 @@ class _Connection(asyncio.Protocol):
             if exchange.written:
                 self._close()  # an answer went out and then the app failed: the connection cannot be trusted
             else:  # answers are written whole, so nothing of this one has gone out yet
-                error = GatewayError(500, "internal_error", "the gateway failed unexpectedly; the error is logged")
-                exchange.write(_error_bytes(error, self.server.clock), keep_alive=False)
+                exchange.write(_error_bytes(internal_error(), self.server.clock), keep_alive=False)
         finally:
             self.server.tasks.discard(self.task)
             self.task = None
