@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 import yaml
@@ -39,8 +40,10 @@ class Connection:
         self.name = entry.name or where
         self.provider = provider
         self.base_url = (entry.base_url or provider.base_url).rstrip("/")
-        if not self.base_url.startswith(("http://", "https://")):
-            raise ConfigError(f"{where}: base_url must be an http:// or https:// URL")
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            # Checked here, at start: the upstream client would refuse it on every call.
+            raise ConfigError(f"{where}: base_url must be an http:// or https:// URL with a host")
         self.context = entry.context
         self.options = Options(custom_functions=Functions(provider.values, entry.context))
         self.headers = _auth_headers(provider, entry.credentials, where)

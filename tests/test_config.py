@@ -164,8 +164,9 @@ def test_an_empty_credential_is_missing(tmp_path):
     assert "credentials.api_key is required" in message
 
 
-def test_a_base_url_that_is_not_http(tmp_path):
-    message = load_error(write(tmp_path, GOOD.replace("https://formation.test", "file:///etc")))
+@pytest.mark.parametrize("url", ["file:///etc", "https://", "http:///path"])
+def test_a_base_url_that_is_not_http_with_a_host(tmp_path, url):
+    message = load_error(write(tmp_path, GOOD.replace("https://formation.test", url)))
     assert "base_url must be an http:// or https:// URL" in message
 
 
