@@ -114,12 +114,7 @@ def upstream_conf(prefix: Path, port: int, page_size: int) -> str:
     retrieved = ok(contact("ID"), "Contact retrieved successfully").replace('"id":"ID"', '"id":"$1"')
     if retrieved.count("$") != 1:
         raise ValueError("the retrieve payload must hold no `$` but the id")
-    return f"""
-events {{ worker_connections 4096; }}
-http {{
-    {common_http(prefix)}
-    server {{
-        listen {HOST}:{port} backlog=4096;
+    return server_conf(prefix, port, f"""
         if ($http_x_api_key = "") {{
             return 401 {nginx_string(fail("API_KEY_REQUIRED", "the X-API-KEY header is required", "Unauthorized"))};
         }}
@@ -147,25 +142,27 @@ http {{
         }}
         location / {{
             return 404 {nginx_string(fail("CONTACT_NOT_FOUND", "contact not found", "Contact not found"))};
-        }}
-    }}
-}}
-"""
+        }}""")
 
 
 def proxy_conf(prefix: Path, port: int, upstream_port: int) -> str:
     # nginx's plain `proxy_pass`, as shipped: HTTP/1.0 and a new connection per
     # request upstream. The reference the targets were set against; a keepalive
     # pool (proxy_http_version 1.1 + `keepalive`) makes nginx about 3x faster again.
+    return server_conf(prefix, port, f"""
+        location / {{
+            proxy_pass http://{HOST}:{upstream_port};
+        }}""")
+
+
+def server_conf(prefix: Path, port: int, directives: str) -> str:
+    """One nginx server on the port, with these directives inside it."""
     return f"""
 events {{ worker_connections 4096; }}
 http {{
     {common_http(prefix)}
     server {{
-        listen {HOST}:{port} backlog=4096;
-        location / {{
-            proxy_pass http://{HOST}:{upstream_port};
-        }}
+        listen {HOST}:{port} backlog=4096;{directives}
     }}
 }}
 """

@@ -249,6 +249,15 @@ def replayed(response: httpx.Response) -> bool:
     return response.headers.get("idempotent-replayed") == "true"
 
 
+def assert_created_once(responses: list[httpx.Response], fake, name: str) -> None:
+    """Concurrent creates under one key: one ran, the others replayed its answer."""
+    for response in responses:
+        status(response, 201)
+    assert len({r.content for r in responses}) == 1, [r.text for r in responses]
+    assert sum(not replayed(r) for r in responses) == 1
+    assert fake.count("POST", "/contacts", name) == 1
+
+
 def test_a_retry_replays_the_first_answer_and_creates_nothing(client, fake):
     key, name = uuid.uuid4().hex, "ok~replay"
     body = contact(name, currency="EUR")  # a field Formation does not carry: x-gateway-ignored-fields
@@ -273,11 +282,7 @@ def test_concurrent_retries_wait_for_one_create(client, fake):
     key, name = uuid.uuid4().hex, "slow:0.5~concurrent"
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         responses = list(pool.map(lambda _: create(client, key, contact(name)), range(8)))
-    for response in responses:
-        status(response, 201)
-    assert len({r.content for r in responses}) == 1, [r.text for r in responses]
-    assert sum(not replayed(r) for r in responses) == 1
-    assert fake.count("POST", "/contacts", name) == 1
+    assert_created_once(responses, fake, name)
 
 
 def test_another_request_under_a_pending_key_is_refused_at_once(client, fake):
@@ -373,11 +378,7 @@ def test_two_instances_one_create_concurrently(pair, fake):
     finally:
         for c in clients:
             c.close()
-    for response in responses:
-        status(response, 201)
-    assert len({r.content for r in responses}) == 1, [r.text for r in responses]
-    assert sum(not replayed(r) for r in responses) == 1
-    assert fake.count("POST", "/contacts", name) == 1
+    assert_created_once(responses, fake, name)
 
 
 def test_two_instances_one_create_sequentially(pair, fake):
