@@ -75,6 +75,13 @@ def _parse(source: str, key: str) -> ParsedResult:
 _DEFAULT_FUNCTIONS = functions.Functions()
 
 
+def _first_call(sites: dict, types: tuple, f: functions.Functions, name: str, args: list) -> Any:
+    result = f.call_function(name, args)  # checks the arguments, raising jmespath's own error
+    if list not in types:  # an array's check also depends on its elements
+        sites[types] = f.FUNCTION_TABLE[name]["function"]
+    return result
+
+
 def _is_false(value: Any) -> bool:
     return value == "" or value == [] or value == {} or value is None or value is False
 
@@ -162,7 +169,14 @@ class _Writer:
                 put(f"{out} = {compare}({left}, {right})")
         elif kind == "function_expression" and all(c["type"] != "expref" for c in children):
             args = [self.emit(c, src, depth) for c in children]
-            put(f"{out} = f.call_function({node['value']!r}, [{', '.join(args)}])")
+            # jmespath checks argument types on every call, which costs more than
+            # most functions themselves; the check depends only on the types, so
+            # each call site remembers the type combinations that passed.
+            sites, types, checked = self.constant({}), self.temp(), self.temp()
+            put(f"{types} = (type(f), {''.join(f'type({a}), ' for a in args)})")
+            put(f"{checked} = {sites}.get({types})")
+            put(f"{out} = {checked}(f, {', '.join(args)}) if {checked} is not None "
+                f"else {self.constant(_first_call)}({sites}, {types}, f, {node['value']!r}, [{', '.join(args)}])")
         elif kind in ("projection", "flatten"):
             # Both walk a list into a new one, null when the value is not a list.
             base = self.emit(children[0], src, depth)

@@ -19,10 +19,8 @@ Every function passes null through, so an absent field stays absent.
 Numbers and strings convert with JMESPath's own `to_number` and `to_string`.
 """
 
-import functools
 import re
 import time
-from collections.abc import Callable
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -112,21 +110,6 @@ class Functions(functions.Functions):
         self._maps = value_maps
         self._reverse = {name: {v: k for k, v in m.items()} for name, m in value_maps.items()}
         self._context = context
-        self._checked: dict[tuple, Callable[..., Any]] = {}
-
-    def call_function(self, function_name: str, resolved_args: list) -> Any:
-        # jmespath checks every argument's type on every call, which costs more
-        # than most functions themselves. A check depends only on the names and
-        # types of the arguments (but for arrays, whose elements count too), so
-        # one that passed is remembered, with the function it resolved to.
-        key = (function_name, *map(type, resolved_args))
-        function = self._checked.get(key)
-        if function is not None:
-            return function(*resolved_args)
-        result = super().call_function(function_name, resolved_args)
-        if list not in key:
-            self._checked[key] = functools.partial(self.FUNCTION_TABLE[function_name]["function"], self)
-        return result
 
     def _translate(self, value: Any, table: Any, reverse: bool) -> Any:
         if isinstance(value, (dict, list)):

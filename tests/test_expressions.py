@@ -202,6 +202,21 @@ def test_a_template_renders_in_one_search_with_custom_functions():
     assert render(template, doc) == {"status": "active", "company": "c-1", "at": 1718452800}
 
 
+
+def test_a_call_site_still_checks_argument_types_it_has_not_seen():
+    # Each call site remembers the argument types that passed jmespath's check;
+    # a value of another type, or an array (checked element by element), is checked again.
+    to_iso = compile_expression("to_iso(v, 'epoch')", "$.t")
+    assert to_iso.search({"v": 0}, options=OPTIONS) == "1970-01-01T00:00:00Z"
+    for bad in (True, [0], {"a": 0}):
+        with pytest.raises(jmespath.exceptions.JMESPathTypeError):
+            to_iso.search({"v": bad}, options=OPTIONS)
+    assert to_iso.search({"v": 0}, options=OPTIONS) == "1970-01-01T00:00:00Z"
+    total = compile_expression("sum(v)", "$.t")
+    assert total.search({"v": [1, 2]}, options=OPTIONS) == 3
+    with pytest.raises(jmespath.exceptions.JMESPathTypeError):
+        total.search({"v": [1, "2"]}, options=OPTIONS)
+
 # -- strip_nulls --------------------------------------------------------------
 
 
