@@ -25,6 +25,7 @@ import httptools
 from starlette.types import ASGIApp
 
 from .errors import GatewayError, internal_error
+from .outbox import Outbox
 
 log = logging.getLogger("gateway")
 access = logging.getLogger("gateway.access")
@@ -193,7 +194,7 @@ class _Connection(asyncio.Protocol):
                 raise _Refusal(GatewayError(413, "body_too_large", f"the request body exceeds {limit} bytes"))
             expects = expects or (name == b"expect" and value.lower() == b"100-continue")
         if expects and self.task is None and not self.queue:
-            self.transport.write(_CONTINUE)
+            self.server.outbox.write(self.transport, _CONTINUE, hold=False)
 
     def on_body(self, body: bytes) -> None:
         self.body_bytes += len(body)
@@ -216,7 +217,7 @@ class _Connection(asyncio.Protocol):
         if not self.queue:
             if self.last:
                 if self.final is not None:
-                    self.transport.write(self.final)
+                    self.server.outbox.write(self.transport, self.final, hold=False)
                 self._close()
                 return
             self.idle_since = time.monotonic()
@@ -256,6 +257,7 @@ class _Connection(asyncio.Protocol):
 
     def _close(self) -> None:
         self.closing = True
+        self.server.outbox.flush()  # what is held for this connection goes before the close
         self.transport.close()
 
     def shutdown(self) -> None:
@@ -335,7 +337,8 @@ class _Exchange:
         self.written = True
         if conn.closing:
             return  # the client has gone; the answer has nowhere to go
-        conn.transport.write(data)
+        # Held while other requests are under way (the one answered here is among the tasks).
+        conn.server.outbox.write(conn.transport, data, hold=keep_alive and len(conn.server.tasks) > 1)
         if not keep_alive:
             conn._close()
 
@@ -392,6 +395,7 @@ class Server:
         self.connections: set[_Connection] = set()
         self.tasks: set[asyncio.Task] = set()
         self.clock = _Clock()
+        self.outbox = Outbox()
         self.stopping = False
 
     async def serve(self, graceful_timeout: float, stop: asyncio.Event | None = None) -> None:

@@ -17,6 +17,8 @@ from urllib.parse import urlencode, urlsplit
 
 import httptools
 
+from .outbox import Outbox
+
 
 class Unreachable(Exception):
     """No (whole) answer. `sent`: whether request bytes may have reached the provider."""
@@ -185,11 +187,11 @@ class Pool:
         return conn
 
     async def request(self, head: bytes, body: bytes | None, cap: int, timeouts: "Timeouts",
-                      sweeper: "Sweeper") -> Answer:
+                      sweeper: "Sweeper", outbox: Outbox) -> Answer:
         async with self.slots:
             conn = await self._connect(timeouts.connect)
             conn._reset_exchange(asyncio.get_running_loop().create_future(), cap)
-            conn.transport.write(head + body if body else head)
+            outbox.write(conn.transport, head + body if body else head, hold=sweeper.busy())
             sweeper.watch(conn, timeouts)
             try:
                 answer = await conn.done
@@ -236,6 +238,10 @@ class Sweeper:
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
 
+    def busy(self) -> bool:
+        """Whether other exchanges are under way."""
+        return bool(self._watched)
+
     def forget(self, conn: _Connection) -> None:
         self._watched.pop(conn, None)
 
@@ -265,6 +271,7 @@ class Client:
         self._header_blocks: dict[tuple, str] = {}
         self._tls = ssl.create_default_context()
         self._sweeper = Sweeper()
+        self._outbox = Outbox()
 
     def _pool(self, url: str, size: int) -> tuple[Pool, str]:
         scheme, _, rest = url.partition("://")
@@ -308,10 +315,10 @@ class Client:
         if pool.slots.locked():  # waiting for a free connection counts against the total
             try:
                 async with asyncio.timeout(timeouts.total):
-                    return await pool.request(encoded, body, cap, timeouts, self._sweeper)
+                    return await pool.request(encoded, body, cap, timeouts, self._sweeper, self._outbox)
             except TimeoutError:
                 raise TimedOut() from None
-        return await pool.request(encoded, body, cap, timeouts, self._sweeper)
+        return await pool.request(encoded, body, cap, timeouts, self._sweeper, self._outbox)
 
     async def aclose(self) -> None:
         self._sweeper.close()
