@@ -101,7 +101,9 @@ class _Connection(asyncio.Protocol):
         self.final: bytes | None = None  # a refusal to write after them
         self.writable = True
         self.idle_since = time.monotonic()
-        self.disconnected = asyncio.get_running_loop().create_future()
+        # Kept: on Python 3.11 each asyncio.get_running_loop() makes a getpid() system call.
+        self.loop = asyncio.get_running_loop()
+        self.disconnected = self.loop.create_future()
         self._reset()
 
     def _reset(self) -> None:
@@ -224,7 +226,7 @@ class _Connection(asyncio.Protocol):
             self.transport.resume_reading()
             return
         request = self.queue.popleft()
-        self.task = asyncio.get_running_loop().create_task(self._answer(request))
+        self.task = self.loop.create_task(self._answer(request))
         self.server.tasks.add(self.task)
 
     async def _answer(self, request: _Request) -> None:

@@ -58,6 +58,8 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
         self.idle_since = 0.0
+        # Kept: on Python 3.11 each asyncio.get_running_loop() makes a getpid() system call.
+        self.loop = asyncio.get_running_loop()
         self._reset_exchange(None, 0)
 
     def _reset_exchange(self, done: asyncio.Future | None, cap: int) -> None:
@@ -190,7 +192,7 @@ class Pool:
                       sweeper: "Sweeper", outbox: Outbox) -> Answer:
         async with self.slots:
             conn = await self._connect(timeouts.connect)
-            conn._reset_exchange(asyncio.get_running_loop().create_future(), cap)
+            conn._reset_exchange(conn.loop.create_future(), cap)
             outbox.write(conn.transport, head + body if body else head, hold=sweeper.busy())
             sweeper.watch(conn, timeouts)
             try:
