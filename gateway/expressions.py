@@ -5,9 +5,11 @@ multi-select hash, a list a multi-select list, a number or boolean a literal.
 The whole template compiles to one expression, so rendering it is one search.
 """
 
+import contextlib
 import functools
 import json
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import jmespath
@@ -91,6 +93,11 @@ class _Writer:
     syntax-tree node, each leaving its value in a fresh local. The function
     takes the current value `v` and the bound functions `f`.
 
+    A node met again on the same value, in the same block or one enclosing it,
+    reuses the first one's local: templates repeat themselves (`id` and
+    `remote_id: id`, one date read into two fields, `body.` before every
+    field), and every node is pure, functions included.
+
     No text from the mapping file reaches the source as code: field names go
     in through repr(), literals and fallbacks as named constants."""
 
@@ -98,6 +105,7 @@ class _Writer:
         self.lines: list[str] = []
         self.constants: dict[str, Any] = {"_is_false": _is_false}
         self.temps = 0
+        self.blocks: list[dict[tuple[str, str], str]] = [{}]  # per open block: (node, value) -> local
 
     def function(self, node: dict, expression: str):
         result = self.emit(node, "v", 1)
@@ -118,8 +126,27 @@ class _Writer:
     def put(self, depth: int, line: str) -> None:
         self.lines.append("    " * depth + line)
 
-    def emit(self, node: dict, src: str, depth: int) -> str:  # noqa: C901 - one branch per node kind, as in jmespath's visitor
+    def emit(self, node: dict, src: str, depth: int) -> str:
         """Statements computing `node` on the value in `src`; returns the local holding the result."""
+        if node["type"] in ("current", "identity", "literal"):
+            return self.node(node, src, depth)
+        key = (json.dumps(node, sort_keys=True, default=repr), src)
+        for block in reversed(self.blocks):
+            if key in block:
+                return block[key]
+        out = self.blocks[-1][key] = self.node(node, src, depth)
+        return out
+
+    @contextlib.contextmanager
+    def block(self) -> Iterator[None]:
+        """Statements written inside an `if`, `else` or `for`: their locals are not set on every path."""
+        self.blocks.append({})
+        try:
+            yield
+        finally:
+            self.blocks.pop()
+
+    def node(self, node: dict, src: str, depth: int) -> str:  # noqa: C901 - one branch per node kind, as in jmespath's visitor
         kind = node["type"]
         children = node.get("children", [])
         if kind in ("current", "identity"):
@@ -141,7 +168,8 @@ class _Writer:
             put(f"if {src} is None:")
             self.put(depth + 1, f"{out} = None")
             put("else:")
-            values = [self.emit(c["children"][0] if kind == "multi_select_dict" else c, src, depth + 1) for c in children]
+            with self.block():
+                values = [self.emit(c["children"][0] if kind == "multi_select_dict" else c, src, depth + 1) for c in children]
             if kind == "multi_select_dict":
                 items = ", ".join(f"{c['value']!r}: {v}" for c, v in zip(children, values))
                 self.put(depth + 1, f"{out} = {{{items}}}")
@@ -152,7 +180,8 @@ class _Writer:
             put(f"if {'not ' if kind == 'or_expression' else ''}_is_false({left}):")
             self.put(depth + 1, f"{out} = {left}")
             put("else:")
-            self.put(depth + 1, f"{out} = {self.emit(children[1], src, depth + 1)}")
+            with self.block():
+                self.put(depth + 1, f"{out} = {self.emit(children[1], src, depth + 1)}")
         elif kind == "not_expression":
             inner = self.emit(children[0], src, depth)
             # 0 is true in JMESPath, so !0 is false.
@@ -185,7 +214,8 @@ class _Writer:
             self.put(depth + 1, f"{out} = []")
             self.put(depth + 1, f"for {item} in {base}:")
             if kind == "projection":
-                each = self.emit(children[1], item, depth + 2)
+                with self.block():
+                    each = self.emit(children[1], item, depth + 2)
                 self.put(depth + 2, f"if {each} is not None:")
                 self.put(depth + 3, f"{out}.append({each})")
             else:

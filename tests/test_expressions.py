@@ -61,6 +61,10 @@ EXPRESSIONS = [
     "length(a)", "keys(a)", "to_string(b)", "default(f, `3`)", "to_iso(when, 'iso')", "context('company_id')",
     "to_unified(a, 'status')", "max_by(l, &v).k", "sort_by(l, &v)[].k", "l[*].{key: k, twice: [v, v]}",
     "`{\"literal\": [1, 2]}`", "'raw'", "a.b.{x: @}", "not_there[].x || `[]`",
+    # Repeated subexpressions, computed once where a block allows it
+    "{x: a.b, y: a.b, z: [a.b, a.c], w: a.c[0]}", "{p: a || b, q: a || b, r: a && b}", "[a || b.c, b.c || a, b.c]",
+    "[a[*].b, a[*].b, a[*].{b: b, c: b}]", "[c || a.b, c || a.b, a.b]", "{d: to_string(b), e: to_string(b)}",
+    "b || a.b || a.b", "l[*].[k, k, v] || l[*].k",
 ]
 
 
