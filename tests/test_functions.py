@@ -1,6 +1,7 @@
 """The custom JMESPath functions mapping files use: dates, value maps, default, split, context."""
 
 import random
+import time
 from datetime import datetime
 
 import jmespath
@@ -53,6 +54,18 @@ def moment(text: str) -> datetime:
 def test_to_iso(value, fmt, expected):
     assert to_iso(value, fmt) == expected
     assert search("to_iso(v, f)", {"v": value, "f": fmt}) == expected
+
+
+def test_to_iso_of_whole_seconds_matches_strftime_across_days_and_centuries():
+    # The epoch path caches the date part per day; every second of a day, and
+    # days far apart (more than the cache holds), must read as strftime reads them.
+    rng = random.Random(7)
+    values = [rng.randrange(-2_000_000_000, 32_000_000_000) for _ in range(6000)]
+    values += [86400 * d + s for d in (-1, 0, 19000) for s in (0, 1, 59, 60, 3599, 3600, 86399)]
+    for value in values:
+        expected = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(value))
+        assert to_iso(value, "epoch") == expected, value
+        assert to_iso(float(value), "epoch") == expected, value
 
 
 def test_to_iso_always_answers_utc_with_z():
