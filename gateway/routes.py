@@ -189,9 +189,19 @@ class Gateway:
         try:
             return op.unify(record, conn.options, remote_data, body)
         except UnifyError as exc:
-            log.error("%s: %s answered a record that does not unify: %s", conn.name, op.key, exc)
-            raise bad_gateway("upstream_unmappable", f"{conn.provider.name} answered a record the mapping cannot read: {exc}",
-                              provider=conn.provider.name) from None
+            raise self._unmappable(conn, op, exc) from None
+
+    def _unify_page(self, conn: Connection, op: Operation, records: list, remote_data: bool) -> list:
+        unify, options = op.unifier.unify, conn.options  # a list's records echo nothing: straight to the unifier
+        try:
+            return [unify(record, options, remote_data) for record in records]
+        except UnifyError as exc:
+            raise self._unmappable(conn, op, exc) from None
+
+    def _unmappable(self, conn: Connection, op: Operation, exc: UnifyError) -> GatewayError:
+        log.error("%s: %s answered a record that does not unify: %s", conn.name, op.key, exc)
+        return bad_gateway("upstream_unmappable", f"{conn.provider.name} answered a record the mapping cannot read: {exc}",
+                           provider=conn.provider.name)
 
     def _extract(self, conn: Connection, expression, data: Any, what: str) -> Any:
         try:
@@ -376,7 +386,7 @@ class Gateway:
             if records or following is None or following.source == position.source:
                 break
             position = following
-        data = [self._unify(conn, op, r, remote_data) for r in records]
+        data = self._unify_page(conn, op, records, remote_data)
         return _json_response({
             "prev_cursor": self.cursors.encode(previous, scope) if previous else None,
             "next_cursor": self.cursors.encode(following, scope) if following else None,

@@ -18,7 +18,7 @@ class UnifyError(ValueError):
 
 
 class Unifier:
-    __slots__ = ("model", "expression", "fields", "ids")
+    __slots__ = ("model", "expression", "fields", "ids", "unset_if_null")
 
     def __init__(self, template: dict[str, Any], model: type[Model], key: str):
         known = set(model.__struct_fields__) - _RESERVED
@@ -29,6 +29,10 @@ class Unifier:
         self.fields = tuple(template)
         self.expression = compile_template(template, key)
         self.ids = {name: compile_template(template[name], f"{key}.{name}") for name in ("id", "remote_id") if name in template}
+        # A null is absent for the fields that may be absent but never null (UNSET
+        # by default); a nullable field takes it as it is.
+        defaults = {field.name: field.default for field in msgspec.structs.fields(model)}
+        self.unset_if_null = tuple(name for name in self.fields if defaults[name] is msgspec.UNSET)
 
     def identify(self, record: Any, options: Options) -> dict[str, str]:
         """The ids alone, from a record the whole template cannot read."""
@@ -49,8 +53,9 @@ class Unifier:
             values = self.expression.search(record, options=options)
         except (JMESPathError, ValueError, TypeError, OverflowError) as exc:
             raise UnifyError(str(exc)) from None
-        # An absent value is None for nullable fields and UNSET for the others.
-        values = {k: v for k, v in values.items() if v is not None}
+        for name in self.unset_if_null:
+            if values[name] is None:
+                del values[name]
         if remote_data:
             values["remote_data"] = record
         try:
