@@ -47,20 +47,26 @@ class Call:
     `path` is percent-decoded, so an id sent with %2F holds '/': everything
     after the object's segment is the id."""
 
-    __slots__ = ("method", "path", "object", "id", "headers", "query", "receive")
+    __slots__ = ("method", "path", "object", "id", "_headers", "query", "receive")
 
     def __init__(self, scope: dict, receive: Callable[[], Awaitable[dict]]):
         self.method = scope["method"]
         self.path = scope["path"]
         self.object, _, self.id = self.path[len(PREFIX):].partition("/")
-        headers: dict[str, str] = {}
+        # Kept as bytes: the handlers read four headers of the many a client sends.
+        headers: dict[bytes, bytes] = {}
         for name, value in scope["headers"]:
-            headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))  # the first of repeats, as Starlette
-        self.headers = headers
+            if name not in headers:  # the first of repeats, as Starlette
+                headers[name] = value
+        self._headers = headers
         query = scope["query_string"]
         # The last of repeated parameters, as Starlette's query_params.
         self.query = dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True)) if query else {}
         self.receive = receive
+
+    def header(self, name: bytes) -> str | None:
+        value = self._headers.get(name)
+        return None if value is None else value.decode("latin-1")
 
 
 def _printable(path: str) -> str:
@@ -151,12 +157,12 @@ class Gateway:
         return found
 
     def _connection(self, call: Call) -> Connection:
-        key = call.headers.get("x-api-key")
+        key = call.header(b"x-api-key")
         if not key:
             raise unauthorized("missing_api_key", "the x-api-key header is required")
         if not self.api_keys.check(key):
             raise unauthorized("invalid_api_key", "the x-api-key is not valid")
-        token = call.headers.get("x-connection-token")
+        token = call.header(b"x-connection-token")
         if not token:
             raise unauthorized("missing_connection_token", "the x-connection-token header is required")
         conn = self.connections.resolve(token)
@@ -237,7 +243,7 @@ class Gateway:
         raw = await self._read_body(call)
         body = self._body(raw, obj)
         create = functools.partial(self._create, call, conn, obj, ops, body, remote_data)
-        key = call.headers.get("idempotency-key")
+        key = call.header(b"idempotency-key")
         if key is None:
             return await create()
         return await self._once(key, conn, obj, raw, remote_data, create)
@@ -268,7 +274,7 @@ class Gateway:
         return _json_response(output, 201, headers or None)
 
     async def _read_body(self, call: Call) -> bytes:
-        declared = call.headers.get("content-length")
+        declared = call.header(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             raise self._too_large()
         chunks, size, more = [], 0, True
