@@ -259,12 +259,13 @@ def strip_nulls(value: Any) -> Any:
     if isinstance(value, dict):
         out = {}
         for name, member in value.items():
-            if isinstance(member, (dict, list)):
+            if member is None:
+                continue
+            kind = member.__class__  # decoded JSON and rendered templates hold plain dicts and lists
+            if kind is dict or kind is list:
                 member = strip_nulls(member)
                 if member == {}:
                     continue
-            elif member is None:
-                continue
             out[name] = member
         return out
     if isinstance(value, list):

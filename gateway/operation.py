@@ -35,7 +35,7 @@ class TranslationError(ValueError):
 
 class Operation:
     __slots__ = ("key", "verb", "spec", "unifier", "method", "when", "path", "query", "headers", "body",
-                 "record", "records", "total", "next", "count", "consumed")
+                 "record", "records", "total", "next", "count", "consumed", "carried")
 
     def __init__(self, spec: "OperationSpec", verb: str, key: str, unifier: "Unifier"):
         self.key = key
@@ -56,6 +56,8 @@ class Operation:
         request_side = [e for e in (self.when, self.query, self.headers, self.body) if e is not None]
         request_side += [e for e in self.path if not isinstance(e, str)]
         self.consumed = set().union(*(reads(e) for e in request_side)) if request_side else set()
+        # Body fields read whole: a body of these alone leaves nothing behind.
+        self.carried = frozenset(p[1] for p in self.consumed if len(p) == 2 and p[0] == "body")
 
     def applies(self, doc: dict, options: Options) -> bool:
         return self.when is None or bool(_search(self.when, doc, options))
@@ -78,7 +80,7 @@ class Operation:
     def ignored(self, body: dict) -> list[str]:
         """Non-null body fields this operation does not carry upstream."""
         used = self.consumed
-        if ("body",) in used or () in used:
+        if ("body",) in used or () in used or self.carried.issuperset(body):
             return []
         out = []
         for name, value in body.items():
