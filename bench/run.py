@@ -7,19 +7,24 @@ One command, loopback only, bounded in time and request count:
     python bench/run.py --quick    # 3 s per run
     python bench/run.py --soak 100000   # memory soak: RSS every 10k requests
 
-It starts three servers, each its own process on 127.0.0.1:
+It starts four servers, each its own process on 127.0.0.1:
 
 - upstream: nginx answering Formation's contract (POST /contacts,
   GET /contacts?company_id&skip&limit, GET /contacts/{id}) with static,
   correct envelopes; it checks X-API-KEY and company_id like Formation does;
 - nginx: a plain pass-through `proxy_pass` to the upstream, as shipped (the
   reference the targets were set against);
+- bare: bench/bare.py, the gateway's own server and upstream client passing
+  the native call through untranslated (Python's counterpart of `nginx`);
 - gateway: `gateway serve` (one process, as shipped) configured with
   GATEWAY_API_KEYS and a GATEWAY_CONNECTIONS file whose base_url is the upstream;
 
 then drives each scenario (create, list, retrieve) through each path (direct
-to the upstream, nginx, gateway) with wrk at concurrency 32 and 1, after one
-checked request per path proving the answers are the right ones.
+to the upstream, nginx, bare, gateway) with wrk at concurrency 32 and 1, after one
+checked request per path proving the answers are the right ones. It does so in
+several rounds, every path in each, and reports each figure's median over the
+rounds: a VM's speed drifts over minutes, and paths measured side by side, round
+after round, drift together.
 
 Nothing here asserts a timing: it measures and reports.
 """
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import statistics
 import http.client
 import json
 import os
@@ -60,7 +66,7 @@ CONTACT_ID = "64b8f1a2e4b0c8d9f0123456"
 CREATED_AT = 1640995200
 
 SCENARIOS = ("create", "list", "retrieve")
-PATHS = ("direct", "nginx", "gateway")
+PATHS = ("direct", "nginx", "bare", "gateway")
 
 # The unified create body (README's example) and the Formation body the
 # gateway's mapping turns it into: the same call through every path.
@@ -282,6 +288,13 @@ connections:
     return proc, ready
 
 
+def start_bare(workdir: Path, port: int, upstream_port: int) -> Process:
+    proc = Process("bare", [sys.executable, str(BENCH / "bare.py"), str(port), str(upstream_port)],
+                   workdir / "bare.log", cwd=ROOT)
+    proc.wait_ready(lambda: get(port, f"/contacts/{CONTACT_ID}", {"X-API-KEY": FORMATION_KEY}, timeout=1.0)[0] == 200)
+    return proc
+
+
 def proc_status(pid: int) -> dict[str, int]:
     """VmRSS and VmHWM of a process, in KiB."""
     out = {}
@@ -310,6 +323,12 @@ def busy_ticks() -> int:
     the kernel's loopback networking, which this benchmark itself causes, lands there."""
     user, nice, system = map(int, Path("/proc/stat").read_text().split()[1:4])
     return user + nice + system
+
+
+def steal_ticks() -> tuple[int, int]:
+    """Time the hypervisor ran other guests while this machine wanted the CPU, and all CPU time, from /proc/stat."""
+    ticks = [int(t) for t in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (ticks[7] if len(ticks) > 7 else 0), sum(ticks[:8])
 
 
 def own_ticks(pids: list[int]) -> int:
@@ -377,7 +396,7 @@ def calls(page_size: int) -> dict[tuple[str, str], Call]:
     }
     out = {}
     for scenario in SCENARIOS:
-        out[scenario, "direct"] = out[scenario, "nginx"] = native[scenario]
+        out[scenario, "direct"] = out[scenario, "nginx"] = out[scenario, "bare"] = native[scenario]
         out[scenario, "gateway"] = gateway[scenario]
     return out
 
@@ -435,7 +454,7 @@ def run_wrk(wrk: str, workdir: Path, port: int, call: Call, connections: int, th
         body_file.write_bytes(call.body)
         env["BENCH_BODY_FILE"] = str(body_file)
     args = [wrk, "--latency", "--timeout", "10s", "-t", str(min(threads, connections)), "-c", str(connections),
-            "-d", f"{max(seconds, 0.1):g}s", "-s", str(WRK_SCRIPT), f"http://{HOST}:{port}{call.path}"]
+            "-d", f"{max(1, round(seconds))}s", "-s", str(WRK_SCRIPT), f"http://{HOST}:{port}{call.path}"]
     ticks = cpu_ticks(cpu_pid) if cpu_pid else 0
     wall = time.perf_counter()
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=seconds + 60)
@@ -518,9 +537,10 @@ def gateway_revision() -> str:
 
 @dataclass
 class Results:
-    runs: dict[tuple[str, str, int], Run] = field(default_factory=dict)
+    runs: dict[tuple[str, str, int], list[Run]] = field(default_factory=dict)  # one run per round
     ready_seconds: float = 0.0
     other_cores: float = 0.0  # CPU that processes not started here used meanwhile, in cores
+    steal: float = 0.0  # share of the machine's CPU time the hypervisor gave to other guests
     load: tuple[str, str] = ("?", "?")  # 1-minute load average before and after
     rss_ready_kib: int = 0
     rss_after_kib: int = 0
@@ -528,11 +548,21 @@ class Results:
     gateway_requests: int = 0
 
 
+def median(runs: list[Run], value) -> float:
+    return statistics.median(value(run) for run in runs)
+
+
+def paired(runs: list[Run], reference: list[Run], value) -> float:
+    """The median over rounds of value(run, the reference's run in the same round)."""
+    return statistics.median(value(run, ref) for run, ref in zip(runs, reference))
+
+
 def table(results: Results, high: int) -> str:
     rows = [f"| scenario | path | req/s (c={high}) | p50 (c={high}) | p99 (c={high}) | server CPU (c={high}) "
             f"| req/s (c=1) | p50 (c=1) | p99 (c=1) | req/s vs nginx (c={high}) | added p50 over direct (c=1) "
             f"| added p99 over direct (c={high}) |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    p50, p99 = (lambda r: r.latency_us["p50"]), (lambda r: r.latency_us["p99"])
     for scenario in SCENARIOS:
         for path in PATHS:
             hi, one = results.runs[scenario, path, high], results.runs[scenario, path, 1]
@@ -540,15 +570,16 @@ def table(results: Results, high: int) -> str:
             nginx_hi = results.runs[scenario, "nginx", high]
             ratio = added_p50 = added_p99 = "—"
             if path != "direct":
-                added_p50 = plus_ms(one.latency_us["p50"] - direct_one.latency_us["p50"])
-                added_p99 = plus_ms(hi.latency_us["p99"] - direct_hi.latency_us["p99"])
-            if path == "gateway":
-                ratio = f"{hi.rps / nginx_hi.rps:.3f}" if nginx_hi.rps else "—"
-            cpu = f"{hi.cpu_percent:.0f} %" if hi.cpu_percent is not None else "—"
-            flag = " ⚠" if hi.error_count or one.error_count else ""
-            rows.append(f"| {scenario} | {path}{flag} | {hi.rps:,.0f} | {ms(hi.latency_us['p50'])} | "
-                        f"{ms(hi.latency_us['p99'])} | {cpu} | {one.rps:,.0f} | {ms(one.latency_us['p50'])} | "
-                        f"{ms(one.latency_us['p99'])} | {ratio} | {added_p50} | {added_p99} |")
+                added_p50 = plus_ms(paired(one, direct_one, lambda r, d: p50(r) - p50(d)))
+                added_p99 = plus_ms(paired(hi, direct_hi, lambda r, d: p99(r) - p99(d)))
+            if path in ("bare", "gateway") and all(n.rps for n in nginx_hi):
+                ratio = f"{paired(hi, nginx_hi, lambda r, n: r.rps / n.rps):.3f}"
+            cpus = [r.cpu_percent for r in hi if r.cpu_percent is not None]
+            cpu = f"{statistics.median(cpus):.0f} %" if cpus else "—"
+            flag = " ⚠" if any(r.error_count for r in hi + one) else ""
+            rows.append(f"| {scenario} | {path}{flag} | {median(hi, lambda r: r.rps):,.0f} | {ms(median(hi, p50))} | "
+                        f"{ms(median(hi, p99))} | {cpu} | {median(one, lambda r: r.rps):,.0f} | {ms(median(one, p50))} | "
+                        f"{ms(median(one, p99))} | {ratio} | {added_p50} | {added_p99} |")
     return "\n".join(rows)
 
 
@@ -567,33 +598,36 @@ def process_table(results: Results) -> str:
 def benchmark(args, wrk: str, workdir: Path, ports: dict[str, int], gateway: Process, results: Results,
               pids: dict[str, int]) -> None:
     every = calls(args.page_size)
-    before = (time.perf_counter(), busy_ticks(), own_ticks(list(pids.values())))
+    before = (time.perf_counter(), busy_ticks(), own_ticks(list(pids.values())), steal_ticks())
     load_before = Path("/proc/loadavg").read_text().split()[0]
     for scenario in SCENARIOS:
         for path in PATHS:
             call = every[scenario, path]
             status, raw = get(ports[path], call.path, call.headers, call.method, call.body)
             check_answer(scenario, path, status, raw, args.page_size)
-    for scenario in SCENARIOS:
-        for path in PATHS:
-            call = every[scenario, path]
-            if args.warmup > 0:
-                warm = run_wrk(wrk, workdir, ports[path], call, args.connections, args.threads, args.warmup)
-                if path == "gateway":
-                    results.gateway_requests += warm.requests
-            for conns in (args.connections, 1):
-                run = run_wrk(wrk, workdir, ports[path], call, conns, args.threads, args.duration, pids[path])
-                results.runs[scenario, path, conns] = run
-                if path == "gateway":
-                    results.gateway_requests += run.requests
-                print(f"  {scenario:8} {path:7} c={conns:<3} {run.rps:>9,.0f} req/s  p50 {ms(run.latency_us['p50']):>10}"
-                      f"  p99 {ms(run.latency_us['p99']):>10}" + (f"  errors {run.errors}" if run.error_count else ""),
-                      file=sys.stderr, flush=True)
+    for round_ in range(1, args.rounds + 1):
+        for scenario in SCENARIOS:
+            for path in PATHS:
+                call = every[scenario, path]
+                if args.warmup > 0 and round_ == 1:
+                    warm = run_wrk(wrk, workdir, ports[path], call, args.connections, args.threads, args.warmup)
+                    if path == "gateway":
+                        results.gateway_requests += warm.requests
+                for conns in (args.connections, 1):
+                    run = run_wrk(wrk, workdir, ports[path], call, conns, args.threads, args.duration, pids[path])
+                    results.runs.setdefault((scenario, path, conns), []).append(run)
+                    if path == "gateway":
+                        results.gateway_requests += run.requests
+                    print(f"  {round_}/{args.rounds} {scenario:8} {path:7} c={conns:<3} {run.rps:>9,.0f} req/s  "
+                          f"p50 {ms(run.latency_us['p50']):>10}  p99 {ms(run.latency_us['p99']):>10}"
+                          + (f"  errors {run.errors}" if run.error_count else ""), file=sys.stderr, flush=True)
     status = proc_status(gateway.pid)
     results.rss_after_kib, results.peak_kib = status["VmRSS"], status["VmHWM"]
     wall = time.perf_counter() - before[0]
     other = (busy_ticks() - before[1]) - (own_ticks(list(pids.values())) - before[2])
     results.other_cores = max(0.0, other / os.sysconf("SC_CLK_TCK") / wall)
+    stolen, total = (now - then for now, then in zip(steal_ticks(), before[3]))
+    results.steal = stolen / total if total else 0.0
     results.load = (load_before, Path("/proc/loadavg").read_text().split()[0])
 
 
@@ -668,9 +702,12 @@ def soak(args, wrk: str, workdir: Path, port: int, gateway: Process) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measured wrk run (default 10)")
-    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of unmeasured load before each path (default 2)")
-    parser.add_argument("--quick", action="store_true", help="3 s runs, 1 s warm-up")
+    parser.add_argument("--duration", type=int, default=5, help="seconds per measured wrk run (default 5)")
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="seconds of unmeasured load before each path's first run (default 1)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of every run; the report gives medians over them (default 3)")
+    parser.add_argument("--quick", action="store_true", help="one round of 3 s runs")
     parser.add_argument("--connections", type=int, default=32, help="the high concurrency (default 32)")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads at the high concurrency (default 2)")
     parser.add_argument("--page-size", type=int, default=50,
@@ -683,7 +720,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (configs, logs)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.duration, args.warmup = 3.0, 1.0
+        args.duration, args.warmup, args.rounds = 3, 1, 1
+    if not 1 <= args.rounds <= 20:
+        parser.error("--rounds is 1 to 20")
+    if args.duration < 1 or args.warmup < 0:
+        parser.error("--duration is at least 1 second and --warmup at least 0 (wrk counts whole seconds)")
     if args.soak is not None and not 0 < args.soak <= 10_000_000:
         parser.error("--soak takes 1 to 10,000,000 requests")
     if args.soak_every < 1:
@@ -700,7 +741,7 @@ def main(argv: list[str] | None = None) -> int:
     # A SIGTERM (e.g. a test timeout) still stops every server started here.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        ports = {"direct": free_port(), "nginx": free_port(), "gateway": free_port()}
+        ports = {path: free_port() for path in PATHS}
         for prefix in ("upstream", "proxy"):
             (workdir / prefix).mkdir()
         upstream = start_nginx("upstream", nginx, workdir / "upstream",
@@ -709,6 +750,8 @@ def main(argv: list[str] | None = None) -> int:
         proxy = start_nginx("nginx", nginx, workdir / "proxy",
                             proxy_conf(workdir / "proxy", ports["nginx"], ports["direct"]), ports["nginx"])
         started.append(proxy)
+        bare = start_bare(workdir, ports["bare"], ports["direct"])
+        started.append(bare)
         gateway, ready = start_gateway(workdir, ports["gateway"], ports["direct"])
         started.append(gateway)
         results = Results(ready_seconds=ready, rss_ready_kib=proc_status(gateway.pid)["VmRSS"])
@@ -720,19 +763,21 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n{when}; {machine()}; gateway {gateway_revision()}")
             return 1 if unexpected else 0
 
-        print(f"bench: {args.duration:g} s per run, {args.warmup:g} s warm-up, concurrency {args.connections} and 1",
-              file=sys.stderr, flush=True)
-        pids = {"direct": upstream.pid, "nginx": proxy.pid, "gateway": gateway.pid}
+        print(f"bench: {args.rounds} round(s) of {args.duration:g} s runs, {args.warmup:g} s warm-up, "
+              f"concurrency {args.connections} and 1", file=sys.stderr, flush=True)
+        pids = {"direct": upstream.pid, "nginx": proxy.pid, "bare": bare.pid, "gateway": gateway.pid}
         benchmark(args, wrk, workdir, ports, gateway, results, pids)
 
         high = args.connections
         warnings = []
         for scenario in SCENARIOS:
-            direct, gw = results.runs[scenario, "direct", high], results.runs[scenario, "gateway", high]
-            if gw.rps and direct.rps < 5 * gw.rps:
-                warnings.append(f"- the upstream answered {scenario} only {direct.rps / gw.rps:.1f}x faster than "
+            direct = median(results.runs[scenario, "direct", high], lambda r: r.rps)
+            gw = median(results.runs[scenario, "gateway", high], lambda r: r.rps)
+            if gw and direct < 5 * gw:
+                warnings.append(f"- the upstream answered {scenario} only {direct / gw:.1f}x faster than "
                                 f"the gateway: the gateway's numbers may be bounded by the upstream")
-        erred = [f"{s} via {p} at c={c}: {r.errors}" for (s, p, c), r in results.runs.items() if r.error_count]
+        erred = [f"{s} via {p} at c={c}: {r.errors}" for (s, p, c), runs in results.runs.items()
+                 for r in runs if r.error_count]
         warnings += [f"- wrk errors, {e}" for e in erred]
         if results.other_cores > 0.2:
             warnings.append(f"- other processes kept {results.other_cores:.2f} cores busy during the runs: "
@@ -744,13 +789,17 @@ def main(argv: list[str] | None = None) -> int:
             f"{versions(nginx, wrk)}.",
             f"Gateway {gateway_revision()}; one `gateway serve` process (default log level, "
             "no access log).",
-            f"wrk: {args.duration:g} s per run after {args.warmup:g} s of warm-up per path; "
-            f"c={high} with {min(args.threads, high)} threads, c=1 with 1; list pages of {args.page_size} records.",
+            f"wrk: {args.rounds} round(s), each running every scenario through every path for {args.duration:g} s "
+            f"at each concurrency (after {args.warmup:g} s of warm-up per path before the first); c={high} with "
+            f"{min(args.threads, high)} threads, c=1 with 1; list pages of {args.page_size} records. Each figure is "
+            "the median over the rounds; a ratio or an added latency is the median of each round's own.",
             "Paths: `direct` = wrk to the fake Formation (nginx serving static envelopes); `nginx` = an nginx "
-            "plain `proxy_pass` in front of it; `gateway` = the unified API, translated to that upstream.",
+            "plain `proxy_pass` in front of it; `bare` = the gateway's own server and upstream client passing "
+            "the native call through untranslated (bench/bare.py); `gateway` = the unified API, translated to "
+            "that upstream.",
             f"Machine noise: processes other than this benchmark's used {results.other_cores:.2f} of "
             f"{os.cpu_count()} cores on average during the runs (1-minute load average {results.load[0]} before, "
-            f"{results.load[1]} after).",
+            f"{results.load[1]} after); the hypervisor kept {results.steal:.1%} of the CPU time (steal).",
             "Server CPU: the process answering wrk (for nginx, the proxy alone), 100 % = one core. Added latency: "
             "that path's percentile minus direct's.",
             "",
@@ -768,10 +817,10 @@ def main(argv: list[str] | None = None) -> int:
             args.json.write_text(json.dumps({
                 "date": when, "machine": machine(), "gateway": gateway_revision(),
                 "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-                "runs": [{"scenario": s, "path": p, "connections": c, "rps": r.rps, "requests": r.requests,
-                          "seconds": r.seconds, "errors": r.errors, "latency_us": r.latency_us,
-                          "server_cpu_percent": r.cpu_percent}
-                         for (s, p, c), r in results.runs.items()],
+                "runs": [{"scenario": s, "path": p, "connections": c, "round": i, "rps": r.rps,
+                          "requests": r.requests, "seconds": r.seconds, "errors": r.errors,
+                          "latency_us": r.latency_us, "server_cpu_percent": r.cpu_percent}
+                         for (s, p, c), runs in results.runs.items() for i, r in enumerate(runs, 1)],
                 "gateway_process": {"ready_seconds": results.ready_seconds, "rss_ready_kib": results.rss_ready_kib,
                                     "rss_after_kib": results.rss_after_kib, "peak_rss_kib": results.peak_kib,
                                     "requests": results.gateway_requests},
