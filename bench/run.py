@@ -235,11 +235,11 @@ class Process:
             time.sleep(interval)
         raise RuntimeError(f"{self.name} was not ready within {timeout} s:\n{self.log.read_text()[-4000:]}")
 
-    def stop(self, sig: int = signal.SIGTERM) -> None:
+    def stop(self, sig: int = signal.SIGTERM, wait: float = 10.0) -> None:
         if self.popen.poll() is None:
             self.popen.send_signal(sig)
             try:
-                self.popen.wait(10)
+                self.popen.wait(wait)
             except subprocess.TimeoutExpired:
                 self.popen.kill()
                 self.popen.wait(5)
@@ -266,7 +266,9 @@ def gateway_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "gateway"]
 
 
-def start_gateway(workdir: Path, port: int, upstream_port: int) -> tuple[Process, float]:
+def start_gateway(workdir: Path, port: int, upstream_port: int, wrapper: tuple[str, ...] = (),
+                  timeout: float = 20.0) -> tuple[Process, float]:
+    """`gateway serve` on the port, its connection's base_url the upstream; `wrapper` runs it (valgrind)."""
     connections = workdir / "connections.yaml"
     connections.write_text(f"""\
 connections:
@@ -282,16 +284,18 @@ connections:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     env.update(GATEWAY_API_KEYS=GATEWAY_KEY, GATEWAY_CONNECTIONS=str(connections),
                GATEWAY_CURSOR_SECRET="bench-cursor-secret", BENCH_FORMATION_API_KEY=FORMATION_KEY)
-    proc = Process("gateway", [*gateway_command(), "serve", "--host", HOST, "--port", str(port)],
+    proc = Process("gateway", [*wrapper, *gateway_command(), "serve", "--host", HOST, "--port", str(port)],
                    workdir / "gateway.log", env=env, cwd=ROOT)
-    ready = proc.wait_ready(lambda: get(port, "/health", timeout=1.0)[0] == 200)
+    ready = proc.wait_ready(lambda: get(port, "/health", timeout=1.0)[0] == 200, timeout=timeout)
     return proc, ready
 
 
-def start_bare(workdir: Path, port: int, upstream_port: int) -> Process:
-    proc = Process("bare", [sys.executable, str(BENCH / "bare.py"), str(port), str(upstream_port)],
+def start_bare(workdir: Path, port: int, upstream_port: int, wrapper: tuple[str, ...] = (),
+               timeout: float = 20.0) -> Process:
+    proc = Process("bare", [*wrapper, sys.executable, str(BENCH / "bare.py"), str(port), str(upstream_port)],
                    workdir / "bare.log", cwd=ROOT)
-    proc.wait_ready(lambda: get(port, f"/contacts/{CONTACT_ID}", {"X-API-KEY": FORMATION_KEY}, timeout=1.0)[0] == 200)
+    proc.wait_ready(lambda: get(port, f"/contacts/{CONTACT_ID}", {"X-API-KEY": FORMATION_KEY}, timeout=1.0)[0] == 200,
+                    timeout=timeout)
     return proc
 
 
@@ -353,20 +357,27 @@ def find_tool(name: str) -> str | None:
                                        if os.access(p := f"{d}/{name}", os.X_OK)), None)
 
 
-def ensure_tools() -> tuple[str, str]:
-    nginx, wrk = find_tool("nginx"), find_tool("wrk")
-    if nginx and wrk:
-        return nginx, wrk
+def ensure_commands(packages: dict[str, str]) -> list[str]:
+    """The paths of these commands (name -> the Debian package holding it); as root, apt-get installs those missing."""
+    found = [find_tool(name) for name in packages]
+    if all(found):
+        return found
+    missing = [package for name, package in packages.items() if not find_tool(name)]
     if os.geteuid() != 0:
-        sys.exit("bench: nginx and wrk are needed: apt-get install -y nginx-light wrk (as root)")
-    print("bench: installing nginx-light and wrk with apt-get", file=sys.stderr)
+        sys.exit(f"bench: {', '.join(packages)} are needed: apt-get install -y {' '.join(missing)} (as root)")
+    print(f"bench: installing {' '.join(missing)} with apt-get", file=sys.stderr)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, timeout=600)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "nginx-light", "wrk"], check=True, env=env, timeout=600,
+    subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, env=env, timeout=600,
                    stdout=subprocess.DEVNULL)
-    nginx, wrk = find_tool("nginx"), find_tool("wrk")
-    if not (nginx and wrk):
-        sys.exit("bench: nginx or wrk still missing after apt-get install")
+    found = [find_tool(name) for name in packages]
+    if not all(found):
+        sys.exit(f"bench: {', '.join(packages)} still missing after apt-get install")
+    return found
+
+
+def ensure_tools() -> tuple[str, str]:
+    nginx, wrk = ensure_commands({"nginx": "nginx-light", "wrk": "wrk"})
     return nginx, wrk
 
 
