@@ -2,8 +2,8 @@
 """Instructions per request, counted by valgrind's callgrind: a measure that
 holds still on a machine whose speed drifts, where wrk's timings do not.
 
-    python bench/instructions.py                  # 300 requests per scenario and path
-    python bench/instructions.py --requests 100   # quicker, a little noisier
+    python bench/instructions.py                  # 100 requests per scenario and path
+    python bench/instructions.py --requests 300   # slower, a little steadier
 
 For each scenario (create, list, retrieve) and path (`gateway`, and `bare`,
 the same server and upstream client with no translation; see bench/run.py)
@@ -64,7 +64,7 @@ def serve_and_count(valgrind: str, workdir: Path, path: str, scenario: str, requ
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=300, help="N: requests in the shorter run (default 300)")
+    parser.add_argument("--requests", type=int, default=100, help="N: requests in the shorter run (default 100)")
     args = parser.parse_args(argv)
     if not 10 <= args.requests <= 100_000:
         parser.error("--requests is 10 to 100,000")
