@@ -23,11 +23,14 @@ class Outbox:
     def __init__(self) -> None:
         self._held: list[tuple[asyncio.Transport, bytes]] = []
 
-    def write(self, transport: asyncio.Transport, data: bytes, hold: bool) -> None:
-        """`hold`: other requests are under way, so the turn has other writes to join."""
-        if hold:
+    def write(self, transport: asyncio.Transport, data: bytes, hold_in: asyncio.AbstractEventLoop | None) -> None:
+        """`hold_in`: the loop whose turn to hold the write to, when other
+        requests are under way and the turn has other writes to join; None:
+        send at once. The caller's loop, as asking for it costs a system call
+        on Python 3.11."""
+        if hold_in is not None:
             if not self._held:
-                asyncio.get_running_loop().call_soon(self.flush)
+                hold_in.call_soon(self.flush)
             self._held.append((transport, data))
         else:
             if self._held:

@@ -196,7 +196,7 @@ class _Connection(asyncio.Protocol):
                 raise _Refusal(GatewayError(413, "body_too_large", f"the request body exceeds {limit} bytes"))
             expects = expects or (name == b"expect" and value.lower() == b"100-continue")
         if expects and self.task is None and not self.queue:
-            self.server.outbox.write(self.transport, _CONTINUE, hold=False)
+            self.server.outbox.write(self.transport, _CONTINUE, hold_in=None)
 
     def on_body(self, body: bytes) -> None:
         self.body_bytes += len(body)
@@ -219,7 +219,7 @@ class _Connection(asyncio.Protocol):
         if not self.queue:
             if self.last:
                 if self.final is not None:
-                    self.server.outbox.write(self.transport, self.final, hold=False)
+                    self.server.outbox.write(self.transport, self.final, hold_in=None)
                 self._close()
                 return
             self.idle_since = time.monotonic()
@@ -340,7 +340,8 @@ class _Exchange:
         if conn.closing:
             return  # the client has gone; the answer has nowhere to go
         # Held while other requests are under way (the one answered here is among the tasks).
-        conn.server.outbox.write(conn.transport, data, hold=keep_alive and len(conn.server.tasks) > 1)
+        hold = keep_alive and len(conn.server.tasks) > 1
+        conn.server.outbox.write(conn.transport, data, hold_in=conn.loop if hold else None)
         if not keep_alive:
             conn._close()
 

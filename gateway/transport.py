@@ -195,7 +195,7 @@ class Pool:
         try:
             conn = await self._connect(timeouts.connect)
             conn._reset_exchange(conn.loop.create_future(), cap)
-            outbox.write(conn.transport, head + body if body else head, hold=sweeper.busy())
+            outbox.write(conn.transport, head + body if body else head, hold_in=conn.loop if sweeper.busy() else None)
             sweeper.watch(conn, timeouts)
             try:
                 answer = await conn.done
@@ -242,7 +242,7 @@ class Sweeper:
         # [deadline, read timeout, bytes seen at the last tick, when they last moved]
         self._watched[conn] = [now + timeouts.total, timeouts.read, 0, now]
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            self._task = conn.loop.create_task(self._run())
 
     def busy(self) -> bool:
         """Whether other exchanges are under way."""

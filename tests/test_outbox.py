@@ -27,16 +27,17 @@ async def _turn() -> None:
 
 def test_writes_are_held_until_the_turn_ends_then_sent_in_order():
     async def scenario():
+        loop = asyncio.get_running_loop()
         wire: list = []
         a, b = Recorder("a", wire), Recorder("b", wire)
         outbox = Outbox()
-        outbox.write(a, b"1", hold=True)
-        outbox.write(b, b"2", hold=True)
-        outbox.write(a, b"3", hold=True)
+        outbox.write(a, b"1", hold_in=loop)
+        outbox.write(b, b"2", hold_in=loop)
+        outbox.write(a, b"3", hold_in=loop)
         assert wire == []  # nothing before the turn ends
         await _turn()
         assert wire == [("a", b"1"), ("b", b"2"), ("a", b"3")]
-        outbox.write(b, b"4", hold=True)  # a new turn holds, and sends, again
+        outbox.write(b, b"4", hold_in=loop)  # a new turn holds, and sends, again
         await _turn()
         assert wire[-1] == ("b", b"4")
 
@@ -45,11 +46,12 @@ def test_writes_are_held_until_the_turn_ends_then_sent_in_order():
 
 def test_a_write_sent_at_once_goes_after_those_held():
     async def scenario():
+        loop = asyncio.get_running_loop()
         wire: list = []
         a = Recorder("a", wire)
         outbox = Outbox()
-        outbox.write(a, b"answer", hold=True)
-        outbox.write(a, b"refusal", hold=False)
+        outbox.write(a, b"answer", hold_in=loop)
+        outbox.write(a, b"refusal", hold_in=None)
         assert wire == [("a", b"answer"), ("a", b"refusal")]
         await _turn()
         assert len(wire) == 2  # the turn's end sends nothing twice
@@ -59,11 +61,12 @@ def test_a_write_sent_at_once_goes_after_those_held():
 
 def test_a_transport_closed_meanwhile_gets_nothing_and_the_others_still_do():
     async def scenario():
+        loop = asyncio.get_running_loop()
         wire: list = []
         gone, stays = Recorder("gone", wire), Recorder("stays", wire)
         outbox = Outbox()
-        outbox.write(gone, b"lost", hold=True)
-        outbox.write(stays, b"kept", hold=True)
+        outbox.write(gone, b"lost", hold_in=loop)
+        outbox.write(stays, b"kept", hold_in=loop)
         gone.closed = True
         await _turn()
         assert wire == [("stays", b"kept")]
