@@ -25,12 +25,17 @@ async def _turn() -> None:
     await asyncio.sleep(0)
 
 
+def run(scenario) -> None:
+    """scenario(outbox, loop, wire) on a loop of its own; `wire` records every write."""
+    async def main():
+        await scenario(Outbox(), asyncio.get_running_loop(), [])
+
+    asyncio.run(main())
+
+
 def test_writes_are_held_until_the_turn_ends_then_sent_in_order():
-    async def scenario():
-        loop = asyncio.get_running_loop()
-        wire: list = []
+    async def scenario(outbox: Outbox, loop: asyncio.AbstractEventLoop, wire: list):
         a, b = Recorder("a", wire), Recorder("b", wire)
-        outbox = Outbox()
         outbox.write(a, b"1", hold_in=loop)
         outbox.write(b, b"2", hold_in=loop)
         outbox.write(a, b"3", hold_in=loop)
@@ -41,34 +46,28 @@ def test_writes_are_held_until_the_turn_ends_then_sent_in_order():
         await _turn()
         assert wire[-1] == ("b", b"4")
 
-    asyncio.run(scenario())
+    run(scenario)
 
 
 def test_a_write_sent_at_once_goes_after_those_held():
-    async def scenario():
-        loop = asyncio.get_running_loop()
-        wire: list = []
+    async def scenario(outbox: Outbox, loop: asyncio.AbstractEventLoop, wire: list):
         a = Recorder("a", wire)
-        outbox = Outbox()
         outbox.write(a, b"answer", hold_in=loop)
         outbox.write(a, b"refusal", hold_in=None)
         assert wire == [("a", b"answer"), ("a", b"refusal")]
         await _turn()
         assert len(wire) == 2  # the turn's end sends nothing twice
 
-    asyncio.run(scenario())
+    run(scenario)
 
 
 def test_a_transport_closed_meanwhile_gets_nothing_and_the_others_still_do():
-    async def scenario():
-        loop = asyncio.get_running_loop()
-        wire: list = []
+    async def scenario(outbox: Outbox, loop: asyncio.AbstractEventLoop, wire: list):
         gone, stays = Recorder("gone", wire), Recorder("stays", wire)
-        outbox = Outbox()
         outbox.write(gone, b"lost", hold_in=loop)
         outbox.write(stays, b"kept", hold_in=loop)
         gone.closed = True
         await _turn()
         assert wire == [("stays", b"kept")]
 
-    asyncio.run(scenario())
+    run(scenario)
