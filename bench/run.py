@@ -360,9 +360,9 @@ def find_tool(name: str) -> str | None:
 def ensure_commands(packages: dict[str, str]) -> list[str]:
     """The paths of these commands (name -> the Debian package holding it); as root, apt-get installs those missing."""
     found = [find_tool(name) for name in packages]
-    if all(found):
+    missing = [package for package, path in zip(packages.values(), found) if not path]
+    if not missing:
         return found
-    missing = [package for name, package in packages.items() if not find_tool(name)]
     if os.geteuid() != 0:
         sys.exit(f"bench: {', '.join(packages)} are needed: apt-get install -y {' '.join(missing)} (as root)")
     print(f"bench: installing {' '.join(missing)} with apt-get", file=sys.stderr)
