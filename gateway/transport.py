@@ -33,7 +33,11 @@ class TimedOut(Exception):
 
 
 class TooLarge(Exception):
-    pass
+    """An answer over a cap: `part` says which ("answer", or "head" for the status line and headers)."""
+
+    def __init__(self, part: str = "answer"):
+        super().__init__(part)
+        self.part = part
 
 
 class Answer:
@@ -46,10 +50,19 @@ class Answer:
 
 
 _IDLE_SECONDS = 15.0  # drop pooled connections before most servers would
+# The status line and headers of one answer, interim (1xx) answers included. Without
+# a cap a provider's endless header holds memory and, as the parser joins the
+# pieces of a value, time that grows with the square of its size.
+MAX_HEAD_BYTES = 64 * 1024
 
 
 class _Connection(asyncio.Protocol):
-    """One TCP (or TLS) connection; one request at a time on it."""
+    """One TCP (or TLS) connection; one request at a time on it.
+
+    A connection goes back to the pool only after one whole final answer to
+    the one request sent, and is closed on any byte it was not asked for (a
+    stray or late answer, or an answer's surplus): such bytes would otherwise
+    be read as the next call's answer, one customer's record in another's."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -65,14 +78,22 @@ class _Connection(asyncio.Protocol):
     def _reset_exchange(self, done: asyncio.Future | None, cap: int) -> None:
         self.done = done
         self.cap = cap
+        self.head_bytes = 0  # bytes that arrived before the final answer's head was whole
+        self.received = 0  # bytes of the answer so far: the sweeper watches it move
+        self._reset_message()
+
+    def _reset_message(self) -> None:
         self.chunks: list[bytes] = []
         self.size = 0
         self.retry_after: str | None = None
         self.encoding = b""
         self.framed = False  # Content-Length or chunked: the parser knows where the body ends
-        self.answered = False  # any byte of the answer arrived
+        self.head_done = False  # the final (non-1xx) answer's head is whole
+        self.interim = False  # the message being read is a 1xx, to skip
         self.keep_alive = False
-        self.received = 0  # bytes of the answer so far: the sweeper watches it move
+
+    def _expecting(self) -> bool:
+        return self.done is not None and not self.done.done()
 
     # -- asyncio.Protocol
 
@@ -80,23 +101,38 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        self.answered = True
+        if not self._expecting():
+            self.close()  # nobody asked: never let it be read as the next call's answer
+            return
         self.received += len(data)
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(_switched())
         except httptools.HttpParserError as exc:
             self._fail(Unreachable(f"malformed answer: {exc}", sent=True))
+        else:
+            if not self.head_done and self._expecting():
+                self.head_bytes += len(data)  # counted whole: a chunk that ends in the head is all head
+                if self.head_bytes > MAX_HEAD_BYTES:
+                    self._fail(TooLarge("head"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self.done is None or self.done.done():
+        if not self._expecting():
             return
-        if self.answered and not self.framed and self.parser.get_status_code():
+        if self.head_done and not self.framed:
             self._finish()  # a body delimited by the connection's end
         else:
             self._fail(Unreachable("the connection closed before a whole answer", sent=True))
 
     # -- httptools callbacks
+
+    def on_message_begin(self) -> None:
+        if not self._expecting():
+            # A second answer behind the one asked for, in the same read.
+            raise _Surplus()
+        self._reset_message()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         lowered = name.lower()
@@ -112,6 +148,15 @@ class _Connection(asyncio.Protocol):
             self.framed = True
 
     def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if status == 101:
+            self._fail(_switched())
+            return
+        if status < 200:
+            # 100 Continue, 103 Early Hints...: the real answer follows (RFC 9110 15.2).
+            self.interim = True
+            return
+        self.head_done = True
         # Asked here: once the message is complete the parser has moved on.
         self.keep_alive = self.parser.should_keep_alive()
 
@@ -123,12 +168,13 @@ class _Connection(asyncio.Protocol):
         self.chunks.append(body)
 
     def on_message_complete(self) -> None:
-        self._finish()
+        if not self.interim:
+            self._finish()
 
     # --
 
     def _finish(self) -> None:
-        if self.done is None or self.done.done():
+        if not self._expecting():
             return
         body = b"".join(self.chunks)
         if self.encoding in (b"gzip", b"deflate"):
@@ -140,7 +186,7 @@ class _Connection(asyncio.Protocol):
         self.done.set_result(Answer(self.parser.get_status_code(), body, self.retry_after))
 
     def _fail(self, exc: Exception) -> None:
-        if self.done is not None and not self.done.done():
+        if self._expecting():
             self.done.set_exception(exc)
         self.close()
 
@@ -151,6 +197,14 @@ class _Connection(asyncio.Protocol):
 
     def reusable(self) -> bool:
         return not self.closed and self.keep_alive and not self.transport.is_closing()
+
+
+def _switched() -> Unreachable:
+    return Unreachable("the provider switched protocols (101), which the gateway does not speak", sent=True)
+
+
+class _Surplus(Exception):
+    """Bytes after the answer: the parser stops, and the connection closes."""
 
 
 def _inflate(body: bytes, cap: int) -> bytes:

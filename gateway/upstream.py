@@ -206,11 +206,11 @@ class Upstream:
                     continue
                 raise bad_gateway("upstream_unreachable", f"cannot reach {provider.name}: {exc}",
                                   maybe_done=exc.sent, provider=provider.name) from None
-            except TooLarge:
+            except TooLarge as exc:
                 breaker.succeeded()  # the provider is up; its answer is just too big for us
                 # It answered, so it may have acted: a create must not run again.
-                raise bad_gateway("upstream_response_too_large",
-                                  f"{provider.name}'s answer exceeds {provider.limits.max_response_bytes} bytes",
+                cap = transport.MAX_HEAD_BYTES if exc.part == "head" else provider.limits.max_response_bytes
+                raise bad_gateway("upstream_response_too_large", f"{provider.name}'s {exc.part} exceeds {cap} bytes",
                                   maybe_done=True, provider=provider.name) from None
             if raw.status >= 500:
                 breaker.failed()

@@ -29,6 +29,15 @@ never mix. Names:
 | `dribble:PAUSE:N` | a normal answer whose body comes in N pieces, PAUSE seconds apart |
 | `big[:chunked]` | a valid answer of 200 kB, with a Content-Length (or chunked) |
 | `pieces:SIZE` | a valid answer padded to SIZE bytes, written in 8 pieces 20 ms apart |
+| `interim[:CODE]` | an interim answer (100 Continue, or 103 Early Hints with a Link), then the normal one |
+| `surplus` | the normal answer and, in the same write, the head of a second one for another record (`stray`), whose body follows 0.3 s later |
+| `late:S` | the same, but the stray head comes S seconds after the answer |
+| `cuthead` | `HTTP/1.1 200 OK` and half a header, then the connection closed |
+| `hugehead` | a 200 whose headers go on for 8 MiB, or until the client leaves |
+| `switch` | `101 Switching Protocols` to h2c, then nothing |
+| `gzip` | the normal answer gzipped, with `Content-Encoding: gzip` |
+| `eof` | the normal answer with no Content-Length, its end the connection's |
+| `trailers` | the normal answer chunked, with trailer fields after the last chunk |
 
 Every request is recorded before its fault plays (`requests`, `count`), so a
 test can assert how many attempts reached the provider.
@@ -36,6 +45,7 @@ test can assert how many attempts reached the provider.
 
 import asyncio
 import contextlib
+import gzip
 import http
 import itertools
 import json
@@ -274,6 +284,63 @@ class FakeFormation:
                 writer.write(b"0\r\n\r\n")
             else:
                 writer.write(_head(status, "application/json", len(payload)) + payload)
+            await writer.drain()
+            return True
+        elif fault == "interim":
+            code = int(args[0]) if args else 100
+            hint = "Link: </style.css>; rel=preload\r\n" if code == 103 else ""
+            writer.write(f"HTTP/1.1 {code} {http.HTTPStatus(code).phrase}\r\n{hint}\r\n".encode())
+            await writer.drain()
+            await asyncio.sleep(0.02)  # the real answer in a read of its own
+        elif fault in ("surplus", "late"):
+            payload = json.dumps(answer).encode()
+            stray = json.dumps(_envelope(record("stray", "Stray Contact"))).encode()
+            writer.write(_head(status, "application/json", len(payload)) + payload)
+            if fault == "late":
+                await writer.drain()
+                await asyncio.sleep(float(args[0]))
+            # Its end comes when a client that kept the connection has sent its next request on it.
+            writer.write(_head(200, "application/json", len(stray)) + stray[:10])
+            await writer.drain()
+            await asyncio.sleep(0.3)
+            writer.write(stray[10:])
+            await writer.drain()
+            return True
+        elif fault == "cuthead":
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Le")
+            await writer.drain()
+            return False
+        elif fault == "hugehead":
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Padding: ")
+            for _ in range(128):  # 8 MiB
+                writer.write(b"p" * 65536)
+                await writer.drain()
+                if writer.is_closing():
+                    break
+            return False
+        elif fault == "switch":
+            writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n")
+            await writer.drain()
+            with contextlib.suppress(asyncio.TimeoutError, ConnectionError):
+                await asyncio.wait_for(reader.read(1), 5)
+            return False
+        elif fault == "gzip":
+            await _send(writer, status, gzip.compress(json.dumps(answer).encode()), "application/json",
+                        {"Content-Encoding": "gzip"})
+            return True
+        elif fault == "eof":
+            payload = json.dumps(answer).encode()
+            writer.write(f"HTTP/1.1 {status} OK\r\nContent-Type: application/json\r\n\r\n".encode())
+            writer.write(payload[:50])
+            await writer.drain()
+            await asyncio.sleep(0.02)
+            writer.write(payload[50:])
+            await writer.drain()
+            return False
+        elif fault == "trailers":
+            payload = json.dumps(answer).encode()
+            writer.write(_head(status, "application/json", None) + b"%x\r\n%s\r\n" % (len(payload), payload)
+                         + b"0\r\nX-Checksum: abc\r\nX-Record-Count: 1\r\n\r\n")
             await writer.drain()
             return True
         elif fault == "pieces":

@@ -122,6 +122,10 @@ READ_FAULTS = [
     ("shape", 502, "upstream_unmappable", 1, 0, 1),
     ("big", 502, "upstream_response_too_large", 1, 0, 1),
     ("big:chunked", 502, "upstream_response_too_large", 1, 0, 1),
+    # A head cut by the connection's end is no answer (never an empty 200, so never a 404).
+    ("cuthead", 502, "upstream_unreachable", ATTEMPTS, 0, 1),
+    ("hugehead", 502, "upstream_response_too_large", 1, 0, 1),
+    ("switch", 502, "upstream_unreachable", ATTEMPTS, 0, 1),
     # Each pause shorter than the read timeout: the total timeout ends each attempt.
     ("dribble:0.3:10", 504, "upstream_timeout", ATTEMPTS, ATTEMPTS * TOTAL, ATTEMPTS * TOTAL),
     # A pause longer than the read timeout ends it sooner.
@@ -158,7 +162,8 @@ def test_a_read_recovers_on_retry(client, fake, spec, attempts):
     assert fake.count("GET", f"/contacts/{name}") == attempts
 
 
-@pytest.mark.parametrize("spec", ["dribble:0.05:8", "pieces:60000"])
+@pytest.mark.parametrize("spec", ["dribble:0.05:8", "pieces:60000", "interim:100", "interim:103", "gzip", "eof",
+                                  "trailers"])
 def test_an_answer_in_many_pieces_within_the_bounds_is_read_whole(client, fake, spec):
     """Slow or large, but inside the read timeout, total timeout and response cap: a good answer."""
     name = f"{spec}~whole"
@@ -167,6 +172,23 @@ def test_an_answer_in_many_pieces_within_the_bounds_is_read_whole(client, fake, 
     if spec.startswith("pieces"):
         assert len(record["remote_data"]["description"]) > 50_000
     assert fake.count("GET", f"/contacts/{name}") == 1
+
+
+@pytest.mark.parametrize("spec", ["surplus", "late:0.1"])
+def test_an_answer_nobody_asked_for_never_reaches_another_call(client, fake, spec):
+    """A provider that answers twice: the second answer must not be read as the
+    next call's, on the connection the pool would hand out next."""
+    name = f"{spec}~stray"
+    assert answer(client.get(f"/accounting/contacts/{name}"), 200)["id"] == name
+    time.sleep(0.25)  # the stray head has come; its body comes once the next call is under way
+    for n in range(10):
+        assert answer(client.get(f"/accounting/contacts/ok~after-{spec}-{n}"), 200)["id"] == f"ok~after-{spec}-{n}"
+
+
+def test_a_create_answered_100_continue_then_201_is_created_once(client, fake):
+    name = "interim:100~create"
+    created = answer(client.post("/accounting/contacts", json=contact(name)), 201)
+    assert created["id"] and fake.count("POST", "/contacts", name) == 1
 
 
 def test_a_list_of_the_wrong_shape_is_unmappable(client, fake):
@@ -195,6 +217,9 @@ CREATE_FAULTS = [
     ("truncated", 502, "upstream_invalid_response", 1, 1),
     ("html", 502, "upstream_invalid_response", 1, 1),
     ("big", 502, "upstream_response_too_large", 1, 1),
+    ("cuthead", 502, "upstream_unreachable", 1, 1),
+    ("hugehead", 502, "upstream_response_too_large", 1, 1),
+    ("switch", 502, "upstream_unreachable", 1, 1),
     ("status:400", 400, "upstream_rejected", 1, 1),
     ("status:401", 502, "upstream_auth_failed", 1, 1),
     # Refusals made before doing anything (RetrySpec): safe to retry even for a create.

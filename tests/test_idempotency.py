@@ -319,12 +319,23 @@ def test_a_rate_limited_create_may_run_again(client, fake):
     ("drop", "upstream_unreachable", 502),
     ("truncated", "upstream_invalid_response", 502),
     ("big", "upstream_response_too_large", 502),
+    ("cuthead", "upstream_unreachable", 502),
+    ("hugehead", "upstream_response_too_large", 502),
+    ("switch", "upstream_unreachable", 502),
 ])
 def test_a_create_that_may_have_happened_keeps_its_answer(client, fake, spec, code, answer):
     """The provider may have created the record: the answer stays, no second create."""
     key, name = uuid.uuid4().hex, f"{spec}~maybe-done"
     first = status(create(client, key, contact(name)), answer, code)
     again = status(create(client, key, contact(name)), answer, code)
+    assert replayed(again) and again.content == first.content
+    assert fake.count("POST", "/contacts", name) == 1
+
+
+def test_a_create_answered_100_continue_first_is_not_run_again(client, fake):
+    key, name = uuid.uuid4().hex, "interim:100~idem"
+    first = status(create(client, key, contact(name)), 201)
+    again = status(create(client, key, contact(name)), 201)
     assert replayed(again) and again.content == first.content
     assert fake.count("POST", "/contacts", name) == 1
 
