@@ -107,8 +107,11 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] = os
         await upstream.aclose()
         await store.aclose()
 
-    return App(gateway, Starlette(
-        routes=[Route("/health", health)],
+    starlette = Starlette(
+        routes=[Route("/health", health), Route("/health/", health)],
         exception_handlers={GatewayError: gateway_error, HTTPException: http_error, Exception: unexpected_error},
         lifespan=lifespan,
-    ))
+    )
+    # Starlette's redirect to the other spelling of a path names the Host the client sent: an open redirect.
+    starlette.router.redirect_slashes = False
+    return App(gateway, starlette)

@@ -36,7 +36,8 @@ def _serve(args: argparse.Namespace) -> int:
     # Until the server takes SIGTERM over (graceful shutdown), it just ends the process, successfully.
     signal.signal(signal.SIGTERM, _exit_ok)
     server.run(app, args.host, args.port, max_body_bytes=settings.max_body_bytes, graceful_timeout=args.graceful_timeout,
-               keep_alive=args.keep_alive, request_timeout=args.request_timeout, access_log=args.access_log)
+               keep_alive=args.keep_alive, request_timeout=args.request_timeout, send_timeout=args.send_timeout,
+               access_log=args.access_log)
     return 0
 
 
@@ -110,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="close a client connection idle this long (behind a load balancer, keep it above the balancer's idle timeout)")
     serve.add_argument("--request-timeout", type=float, default=30.0, metavar="SECONDS",
                        help="answer 408 to a request that has not arrived whole this long after its first byte")
+    serve.add_argument("--send-timeout", type=float, default=30.0, metavar="SECONDS",
+                       help="close a client connection that has left its answers unread this long")
     serve.set_defaults(run=_serve)
 
     check = commands.add_parser("check", help="load and compile mapping files; exit non-zero on any error")

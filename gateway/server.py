@@ -31,6 +31,14 @@ log = logging.getLogger("gateway")
 access = logging.getLogger("gateway.access")
 
 MAX_HEADER_BYTES = 64 * 1024
+# Apache's LimitRequestFields: each field costs Python objects well beyond its bytes.
+MAX_HEADER_FIELDS = 100
+# After a refusal, what the client still sends is read and dropped for up to this
+# long and this much (nginx's lingering close): closed with unread bytes, the
+# socket would answer them with a reset, and a client that writes its whole body
+# before reading (urllib, requests) would see the reset, never the refusal.
+LINGER_SECONDS = 5.0
+LINGER_BYTES = 16 * 1024 * 1024
 _TICK = 0.5
 
 _STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
@@ -69,6 +77,10 @@ def _too_large_head() -> _Refusal:
     return _Refusal(GatewayError(431, "headers_too_large", f"the request line and headers exceed {MAX_HEADER_BYTES} bytes"))
 
 
+def _too_many_fields() -> _Refusal:
+    return _Refusal(GatewayError(431, "headers_too_large", f"the request has more than {MAX_HEADER_FIELDS} header fields"))
+
+
 def _error_bytes(error: GatewayError, clock: _Clock) -> bytes:
     response = error.response()
     headers = [(k, v) for k, v in response.raw_headers if k != b"connection"] + [(b"connection", b"close")]
@@ -100,6 +112,13 @@ class _Connection(asyncio.Protocol):
         self.last = False  # no more requests on this connection: close once those parsed are answered
         self.final: bytes | None = None  # a refusal to write after them
         self.writable = True
+        self.blocked_since = 0.0  # when writing was paused: a reader that stopped reading
+        self.closing_since = 0.0
+        self.lingering = False
+        self.linger_left = 0
+        self.in_head = False  # parsing a request's head, or its trailer section
+        self.messages = 0  # requests begun on this connection
+        self.head_wire = 0  # bytes of reads that began and ended in the current head
         self.idle_since = time.monotonic()
         # Kept: on Python 3.11 each asyncio.get_running_loop() makes a getpid() system call.
         self.loop = asyncio.get_running_loop()
@@ -110,7 +129,9 @@ class _Connection(asyncio.Protocol):
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.header_bytes = 0
+        self.fields = 0
         self.body_bytes = 0
+        self.head_done = False
 
     # -- asyncio.Protocol
 
@@ -128,6 +149,12 @@ class _Connection(asyncio.Protocol):
             self.disconnected.set_result(None)
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            self.linger_left -= len(data)
+            if self.linger_left < 0:
+                self.transport.abort()
+            return
+        in_head, message = self.in_head, self.messages
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -140,9 +167,17 @@ class _Connection(asyncio.Protocol):
             refusal = exc.__context__
             self._refuse(refusal.error if isinstance(refusal, _Refusal) else
                          GatewayError(400, "malformed_request", f"the request is not valid HTTP/1.1: {exc}"))
+        else:
+            # The parser keeps a field's pieces until the field is whole, so the
+            # callbacks alone cannot bound a head that arrives in many reads.
+            if in_head and self.in_head and message == self.messages:
+                self.head_wire += len(data)
+                if self.head_wire > MAX_HEADER_BYTES:
+                    self._refuse(_too_large_head().error)
 
     def pause_writing(self) -> None:
         self.writable = False  # a slow reader: answer nothing more until it catches up
+        self.blocked_since = time.monotonic()
 
     def resume_writing(self) -> None:
         self.writable = True
@@ -153,6 +188,9 @@ class _Connection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._reset()
         self.current = _Request({}, False, time.monotonic())
+        self.in_head = True
+        self.messages += 1
+        self.head_wire = 0
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -161,12 +199,22 @@ class _Connection(asyncio.Protocol):
             raise _too_large_head()
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name.lower(), value))
-        self.header_bytes += len(name) + len(value)
+        # Counted as on the wire (": " and the line's end), so empty fields cost too;
+        # trailer fields count against the same caps.
+        self.header_bytes += len(name) + len(value) + 4
+        self.fields += 1
         if self.header_bytes > MAX_HEADER_BYTES:
             raise _too_large_head()
+        if self.fields > MAX_HEADER_FIELDS:
+            raise _too_many_fields()
+        if not self.head_done:
+            # A chunked body's trailer fields are dropped: they must never pass for
+            # headers (RFC 9112 7.1.2), or x-api-key or Idempotency-Key could hide there.
+            self.headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
+        self.head_done = True
+        self.in_head = False
         request = self.current
         request.keep_alive = self.parser.should_keep_alive()
         try:
@@ -195,16 +243,24 @@ class _Connection(asyncio.Protocol):
             if name == b"content-length" and value.isdigit() and int(value) > limit:
                 raise _Refusal(GatewayError(413, "body_too_large", f"the request body exceeds {limit} bytes"))
             expects = expects or (name == b"expect" and value.lower() == b"100-continue")
-        if expects and self.task is None and not self.queue:
+        # HTTP/1.0 has no 100 (Continue): a 1.0 client's Expect is ignored (RFC 9110 10.1.1).
+        if expects and self.task is None and not self.queue and request.scope["http_version"] == "1.1":
             self.server.outbox.write(self.transport, _CONTINUE, hold_in=None)
 
+    def on_chunk_header(self) -> None:
+        # The last chunk's header is followed by the trailer section, a head of
+        # its own; any other chunk's by data, which ends it (on_body).
+        self.in_head = True
+
     def on_body(self, body: bytes) -> None:
+        self.in_head = False
         self.body_bytes += len(body)
         if self.body_bytes > self.server.max_body_bytes:
             raise _Refusal(GatewayError(413, "body_too_large", f"the request body exceeds {self.server.max_body_bytes} bytes"))
         self.current.body.append(body)
 
     def on_message_complete(self) -> None:
+        self.in_head = False
         self.queue.append(self.current)
         self.current = None
         if len(self.queue) > 1 or self.task is not None:
@@ -220,7 +276,9 @@ class _Connection(asyncio.Protocol):
             if self.last:
                 if self.final is not None:
                     self.server.outbox.write(self.transport, self.final, hold_in=None)
-                self._close()
+                    self._linger()
+                else:
+                    self._close()
                 return
             self.idle_since = time.monotonic()
             self.transport.resume_reading()
@@ -259,8 +317,20 @@ class _Connection(asyncio.Protocol):
 
     def _close(self) -> None:
         self.closing = True
+        self.closing_since = time.monotonic()
         self.server.outbox.flush()  # what is held for this connection goes before the close
         self.transport.close()
+
+    def _linger(self) -> None:
+        """Close after a refusal: send all, then read and drop what the client
+        still sends until it closes, or for LINGER_SECONDS and LINGER_BYTES."""
+        self.closing = self.lingering = True
+        self.closing_since = time.monotonic()
+        self.linger_left = LINGER_BYTES
+        self.server.outbox.flush()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()  # after what is buffered: the refusal, then our end of the stream
+        self.transport.resume_reading()
 
     def shutdown(self) -> None:
         """Server shutdown: read no more; close once what was parsed is answered."""
@@ -270,6 +340,19 @@ class _Connection(asyncio.Protocol):
         self._next()
 
     def check_timeouts(self, now: float) -> None:
+        if self.closing:
+            # A close waits for the client to take what is buffered; a lingering
+            # one for it to stop sending. Neither waits for ever.
+            limit = LINGER_SECONDS if self.lingering else self.server.send_timeout
+            if now - self.closing_since > limit:
+                self.transport.abort()
+            return
+        if not self.writable and now - self.blocked_since > self.server.send_timeout:
+            # Answers it does not read (pipelined requests it never reads the answers of).
+            log.info("closing a connection whose client has read nothing for %g s", self.server.send_timeout)
+            self.closing = True
+            self.transport.abort()
+            return
         limit = self.server.request_timeout
         if self.current is not None:
             if now - self.current.started > limit:
@@ -388,12 +471,13 @@ class _Lifespan:
 
 class Server:
     def __init__(self, app: ASGIApp, host: str, port: int, *, max_body_bytes: int, keep_alive: float = 5.0,
-                 request_timeout: float = 30.0, access_log: bool = False):
+                 request_timeout: float = 30.0, send_timeout: float = 30.0, access_log: bool = False):
         self.app = app
         self.address = (host, port)
         self.max_body_bytes = max_body_bytes
         self.keep_alive = keep_alive  # an idle connection is closed after this
         self.request_timeout = request_timeout  # a request must arrive whole within this of its first byte
+        self.send_timeout = send_timeout  # a client may leave answers unread for this long
         self.access_log = access_log
         self.connections: set[_Connection] = set()
         self.tasks: set[asyncio.Task] = set()

@@ -9,6 +9,8 @@ import time
 import pytest
 from conftest import Server
 
+from gateway.server import MAX_HEADER_FIELDS
+
 HEADERS = "x-api-key: gateway-demo-key\r\nx-connection-token: sandbox-formation\r\n"
 CREATE = json.dumps({"name": "Server Test", "email_address": "server@example.com"}).encode()
 
@@ -16,7 +18,8 @@ CREATE = json.dumps({"name": "Server Test", "email_address": "server@example.com
 @pytest.fixture(scope="module")
 def server():
     # The embedded sandbox: no provider process needed.
-    process = Server(["serve", "--keep-alive", "1", "--request-timeout", "1"], {"GATEWAY_MAX_BODY_BYTES": "2048"})
+    process = Server(["serve", "--keep-alive", "1", "--request-timeout", "1", "--send-timeout", "1"],
+                     {"GATEWAY_MAX_BODY_BYTES": "2048"})
     yield process
     log = process.stop()
     assert "Traceback" not in log, log
@@ -147,10 +150,140 @@ def test_malformed_requests_get_a_json_400(server):
             assert closed(sock)
 
 
+def test_trailer_fields_never_become_headers(server):
+    """RFC 9112 7.1.2: the gateway's credentials and Idempotency-Key in a chunked
+    body's trailer section are dropped, as nginx does, never read as headers."""
+    body = b"%x\r\n%s\r\n0\r\n" % (len(CREATE), CREATE)
+    head = "POST /accounting/contacts HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n"
+    with connect(server) as sock:
+        sock.sendall(f"{head}\r\n".encode() + body + HEADERS.encode() + b"\r\n")
+        status, _, answer = read_response(sock, bytearray())
+    assert status == 401 and json.loads(answer)["code"] == "missing_api_key", answer
+    with connect(server) as sock:  # an Idempotency-Key in the trailer: two creates, neither replayed
+        buffer = bytearray()
+        ids = []
+        for _ in range(2):
+            sock.sendall(f"{head}{HEADERS}\r\n".encode() + body + b"idempotency-key: trailer-key-0001\r\n\r\n")
+            status, headers, answer = read_response(sock, buffer)
+            assert status == 201 and "idempotent-replayed" not in headers, answer
+            ids.append(json.loads(answer)["id"])
+    assert ids[0] != ids[1]
+
+
+def test_a_trailer_section_over_the_cap_gets_a_json_431(server):
+    with connect(server) as sock:
+        sock.sendall((f"POST /accounting/contacts HTTP/1.1\r\nhost: t\r\n{HEADERS}transfer-encoding: chunked\r\n\r\n"
+                      "2\r\n{}\r\n0\r\nx-filler: ").encode())
+        for _ in range(20):  # one field, in pieces: the parser holds them until the field ends
+            sock.sendall(b"a" * 5000)
+            time.sleep(0.002)  # separate reads
+        refusal(*read_response(sock, bytearray()), 431, "headers_too_large")
+
+
 def test_headers_over_the_cap_get_a_json_431(server):
     with connect(server) as sock:
         sock.sendall(b"GET /health HTTP/1.1\r\nhost: t\r\n" + b"x-filler: " + b"a" * 70_000 + b"\r\n\r\n")
         refusal(*read_response(sock, bytearray()), 431, "headers_too_large")
+
+
+def test_empty_header_fields_count_as_their_bytes_on_the_wire(server):
+    """60,000 fields of `a:` are 240 kB on the wire, though their names and values are 60 kB."""
+    with connect(server) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nhost: t\r\n" + b"a:\r\n" * 60_000 + b"\r\n")
+        refusal(*read_response(sock, bytearray()), 431, "headers_too_large")
+
+
+def test_more_header_fields_than_the_cap_get_a_json_431(server):
+    fields = "".join(f"x-field-{n}: {n}\r\n" for n in range(MAX_HEADER_FIELDS))  # and host: one too many
+    with connect(server) as sock:
+        sock.sendall(f"GET /health HTTP/1.1\r\nhost: t\r\n{fields}\r\n".encode())
+        status, headers, body = read_response(sock, bytearray())
+        refusal(status, headers, body, 431, "headers_too_large")
+        assert str(MAX_HEADER_FIELDS) in json.loads(body)["message"]
+    with connect(server) as sock:  # at the cap: served
+        sock.sendall(f"GET /health HTTP/1.1\r\n{fields}\r\n".encode())
+        assert read_response(sock, bytearray())[0] == 200
+
+
+def test_a_header_arriving_in_many_pieces_is_capped_on_the_wire(server):
+    with connect(server) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nhost: t\r\nx-filler: ")
+        for _ in range(40):
+            sock.sendall(b"b" * 4000)
+            time.sleep(0.002)  # separate reads
+        refusal(*read_response(sock, bytearray()), 431, "headers_too_large")
+
+
+def test_a_refusal_before_the_body_reaches_a_client_that_writes_its_whole_body_first(server):
+    """urllib sends the whole body before it reads: the 413 must reach it, not a reset."""
+    import urllib.error
+    import urllib.request
+
+    big = json.dumps({"name": "x" * 12_000_000}).encode()  # more than the sockets buffer
+    request = urllib.request.Request(f"{server.url}/accounting/contacts", data=big, method="POST",
+                                     headers={"x-api-key": "gateway-demo-key", "x-connection-token": "sandbox-formation",
+                                              "content-type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 413
+    assert json.loads(refused.value.read())["code"] == "body_too_large"
+
+
+def test_a_client_that_never_reads_its_answers_is_let_go(server):
+    """Pipelined requests whose answers are never read: after --send-timeout
+    (1 s here) the connection is closed, not held with its answers for ever."""
+    import threading
+
+    from fake_provider import sockets
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # little room for unread answers
+    sock.connect(("127.0.0.1", server.port))
+    local_port = sock.getsockname()[1]
+    request = f"GET /{'p' * 16_000} HTTP/1.1\r\nhost: t\r\n\r\n".encode()  # a 404 that names its 16 kB path
+    ended = threading.Event()
+
+    def write_for_ever() -> None:
+        try:
+            for _ in range(5_000):
+                sock.sendall(request)
+        except OSError:
+            pass
+        ended.set()
+
+    threading.Thread(target=write_for_ever, daemon=True).start()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        held = [s for s in sockets(server.process.pid)[1] if s.remote_port == local_port]
+        if not held:
+            break
+        time.sleep(0.2)
+    assert not held, held
+    assert ended.wait(5)
+    sock.close()
+
+
+def test_http_1_0_gets_no_100_continue(server):
+    """RFC 9110 10.1.1: a 1.0 client's Expect: 100-continue is ignored."""
+    with connect(server) as sock:
+        sock.sendall(b"POST /accounting/contacts HTTP/1.0\r\n" + HEADERS.encode() +
+                     b"content-type: application/json\r\nexpect: 100-continue\r\n" +
+                     f"content-length: {len(CREATE)}\r\n\r\n".encode())
+        sock.settimeout(0.5)
+        with pytest.raises(socket.timeout):
+            sock.recv(100)
+        sock.settimeout(5)
+        sock.sendall(CREATE)
+        buffer = bytearray()
+        status, _, _ = read_response(sock, buffer)
+        assert status == 201 and not buffer.startswith(b"HTTP/1.1 100")
+
+
+def test_a_trailing_slash_on_health_is_answered_without_a_redirect(server):
+    with connect(server) as sock:
+        sock.sendall(b"GET /health/ HTTP/1.1\r\nhost: evil.example\r\n\r\n")
+        status, headers, body = read_response(sock, bytearray())
+    assert status == 200 and "location" not in headers and json.loads(body) == {"status": "ok"}
 
 
 def test_a_request_that_never_arrives_whole_gets_a_408(server):
