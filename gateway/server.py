@@ -6,9 +6,10 @@ Chosen by measurement (README, "Benchmark"): in front of the same app and
 upstream client, uvicorn's per-request machinery cost more CPU than the
 gateway's translation does. This server does what the gateway needs and no
 more: keep-alive, pipelined requests answered in order, a request body read
-whole before the app runs (capped: 413), a header cap (431), Expect:
-100-continue, idle and slow-request timeouts, back-pressure from slow
-readers, and a graceful shutdown on SIGTERM. Every refusal is the gateway's
+whole before the app runs (capped: 413), a header cap counted on the wire
+(431), trailer fields dropped, Expect: 100-continue, idle, slow-request and
+send timeouts, back-pressure from slow readers, a lingering close after a
+refusal, and a graceful shutdown on SIGTERM. Every refusal is the gateway's
 JSON error. No TLS, no HTTP/2, no WebSockets: it serves a sidecar port.
 """
 

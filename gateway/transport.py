@@ -5,7 +5,8 @@ Measured on the benchmark's machine, one call through aiohttp cost about
 190 us of CPU, through httpx's own transport far more; through this 30 to
 66 us (README, "Benchmark"). It does only what
 the gateway needs: JSON requests with a body of known length, answers with
-Content-Length, chunked or read-to-close bodies, gzip, TLS, timeouts, caps.
+Content-Length, chunked or read-to-close bodies, interim (1xx) answers
+skipped, gzip, TLS, timeouts, caps on the head and the body.
 """
 
 import asyncio
