@@ -113,12 +113,13 @@ class _Connection(asyncio.Protocol):
         self.last = False  # no more requests on this connection: close once those parsed are answered
         self.final: bytes | None = None  # a refusal to write after them
         self.writable = True
-        self.blocked_since = 0.0  # when writing was paused: a reader that stopped reading
+        self.blocked_since = 0.0  # when the client last took some of what is buffered for it
+        self.buffered = 0  # what was buffered then
         self.closing_since = 0.0
         self.lingering = False
         self.linger_left = 0
         self.in_head = False  # parsing a request's head, or its trailer section
-        self.messages = 0  # requests begun on this connection
+        self.messages = 0  # heads (requests, trailer sections) begun on this connection
         self.head_wire = 0  # bytes of reads that began and ended in the current head
         self.idle_since = time.monotonic()
         # Kept: on Python 3.11 each asyncio.get_running_loop() makes a getpid() system call.
@@ -179,6 +180,7 @@ class _Connection(asyncio.Protocol):
     def pause_writing(self) -> None:
         self.writable = False  # a slow reader: answer nothing more until it catches up
         self.blocked_since = time.monotonic()
+        self.buffered = self.transport.get_write_buffer_size()
 
     def resume_writing(self) -> None:
         self.writable = True
@@ -250,8 +252,11 @@ class _Connection(asyncio.Protocol):
 
     def on_chunk_header(self) -> None:
         # The last chunk's header is followed by the trailer section, a head of
-        # its own; any other chunk's by data, which ends it (on_body).
+        # its own; any other chunk's by data, which ends it (on_body). Each is
+        # counted afresh: a read ending after a chunk's size line is no head.
         self.in_head = True
+        self.messages += 1
+        self.head_wire = 0
 
     def on_body(self, body: bytes) -> None:
         self.in_head = False
@@ -282,6 +287,10 @@ class _Connection(asyncio.Protocol):
                     self._close()
                 return
             self.idle_since = time.monotonic()
+            if self.current is not None:
+                # Its first bytes came in with the requests before it and waited
+                # unread behind them: its time to arrive whole starts now.
+                self.current.started = self.idle_since
             self.transport.resume_reading()
             return
         request = self.queue.popleft()
@@ -318,7 +327,8 @@ class _Connection(asyncio.Protocol):
 
     def _close(self) -> None:
         self.closing = True
-        self.closing_since = time.monotonic()
+        self.closing_since = self.blocked_since = time.monotonic()
+        self.buffered = self.transport.get_write_buffer_size()
         self.server.outbox.flush()  # what is held for this connection goes before the close
         self.transport.close()
 
@@ -340,25 +350,37 @@ class _Connection(asyncio.Protocol):
         self.last = True
         self._next()
 
+    def _reading(self, now: float) -> bool:
+        """Whether the client has taken any of what is buffered for it within the send timeout."""
+        buffered = self.transport.get_write_buffer_size()
+        if buffered < self.buffered:  # a slow reader is still a reader
+            self.blocked_since = now
+        self.buffered = buffered
+        return now - self.blocked_since <= self.server.send_timeout
+
     def check_timeouts(self, now: float) -> None:
         if self.closing:
             # A close waits for the client to take what is buffered; a lingering
             # one for it to stop sending. Neither waits for ever.
-            limit = LINGER_SECONDS if self.lingering else self.server.send_timeout
-            if now - self.closing_since > limit:
+            if self.lingering:
+                if now - self.closing_since > LINGER_SECONDS:
+                    self.transport.abort()
+            elif not self._reading(now):
                 self.transport.abort()
             return
-        if not self.writable and now - self.blocked_since > self.server.send_timeout:
+        if not self.writable and not self._reading(now):
             # Answers it does not read (pipelined requests it never reads the answers of).
             log.info("closing a connection whose client has read nothing for %g s", self.server.send_timeout)
             self.closing = True
             self.transport.abort()
             return
+        if self.task is not None or self.queue:
+            return  # answering: reading waits until the requests read are answered
         limit = self.server.request_timeout
         if self.current is not None:
             if now - self.current.started > limit:
                 self._refuse(GatewayError(408, "request_timeout", f"the request did not arrive whole within {limit:g} s"))
-        elif self.task is None and not self.queue and now - self.idle_since > self.server.keep_alive:
+        elif now - self.idle_since > self.server.keep_alive:
             self._close()
 
 

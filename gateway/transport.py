@@ -122,8 +122,8 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         if not self._expecting():
             return
-        if self.head_done and not self.framed:
-            self._finish()  # a body delimited by the connection's end
+        if self.head_done and not self.framed and exc is None:
+            self._finish()  # a body delimited by the connection's end (a reset is no end)
         else:
             self._fail(Unreachable("the connection closed before a whole answer", sent=True))
 
@@ -143,7 +143,7 @@ class _Connection(asyncio.Protocol):
             self.encoding = value.strip().lower()
         elif lowered == b"content-length":
             self.framed = True
-            if value.isdigit() and int(value) > self.cap:
+            if value.isdigit() and int(value) > self.cap and self.parser.get_status_code() >= 200:
                 self._fail(TooLarge())
         elif lowered == b"transfer-encoding":
             self.framed = True

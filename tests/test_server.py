@@ -382,3 +382,102 @@ def test_an_app_that_fails_gets_a_json_500_never_a_bare_one():
         head, _, body = raw.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 500 ") and b"x-injected" not in head, raw
         assert json.loads(body)["code"] == "internal_error"
+
+
+# -- in process, with an app of the test's own ----------------------------------------
+
+async def _sized(scope, receive, send):
+    """Answers /big?N with N bytes, /slow?S after S seconds, anything else with the body's length."""
+    if scope["type"] != "http":
+        return
+    message = await receive()
+    query = scope["query_string"].decode()
+    if scope["path"] == "/big":
+        body = b"x" * int(query)
+    elif scope["path"] == "/slow":
+        import asyncio
+        await asyncio.sleep(float(query))
+        body = b"slow"
+    else:
+        body = str(len(message["body"])).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def served(app, client, **options):
+    """Run `client(sock)` in a thread against gateway.server.Server serving `app`
+    in process (in the main thread, where it may take its signals)."""
+    import asyncio
+
+    from conftest import free_port
+
+    from gateway.server import Server as HttpServer
+
+    port = free_port()
+
+    def connected() -> None:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        with sock:
+            client(sock)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        server = HttpServer(app, "127.0.0.1", port, max_body_bytes=options.pop("max_body_bytes", 1 << 20), **options)
+        serving = asyncio.create_task(server.serve(1.0, stop))
+        while not server.connections and not serving.done():  # listening once a probe connects
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                break
+            except OSError:
+                await asyncio.sleep(0.02)
+        try:
+            await asyncio.to_thread(connected)
+        finally:
+            stop.set()
+            await serving
+
+    asyncio.run(main())
+
+
+def test_a_slow_reader_is_not_mistaken_for_one_that_reads_nothing():
+    """--send-timeout bounds a client that takes nothing, not one that takes its answer slowly."""
+    size = 4_000_000
+
+    def client(sock: socket.socket) -> None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.sendall(f"GET /big?{size} HTTP/1.1\r\nhost: t\r\n\r\n".encode())
+        received = 0
+        while received < size:  # about 1.5 MB/s: some 3 s, three times the send timeout
+            chunk = sock.recv(16384)
+            assert chunk, f"closed after {received} bytes"
+            received += len(chunk)
+            time.sleep(0.01)
+
+    served(_sized, client, send_timeout=1.0)
+
+
+def test_a_chunked_body_read_after_its_size_lines_is_no_head():
+    """Reads that end right after a chunk's size line carry body, not head: no 431 for 128 KiB."""
+    def client(sock: socket.socket) -> None:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n8000\r\n")
+        for _ in range(3):
+            time.sleep(0.1)
+            sock.sendall(b"d" * 0x8000 + b"\r\n8000\r\n")
+        time.sleep(0.1)
+        sock.sendall(b"d" * 0x8000 + b"\r\n0\r\n\r\n")
+        assert read_response(sock, bytearray())[::2] == (200, b"131072")
+
+    served(_sized, client)
+
+
+def test_a_request_waiting_behind_pipelined_ones_has_its_own_time_to_arrive():
+    """Its first bytes came with the requests before it; the 408 clock starts when it is read."""
+    def client(sock: socket.socket) -> None:
+        sock.sendall(b"GET /slow?1.5 HTTP/1.1\r\nhost: t\r\n\r\nGET /echo HTTP/1.1\r\nhost: t\r\n\r\nGET /echo HTTP/1.1\r\nho")
+        time.sleep(0.3)
+        sock.sendall(b"st: t\r\n\r\n")
+        buffer = bytearray()
+        assert [read_response(sock, buffer)[0] for _ in range(3)] == [200, 200, 200]
+
+    served(_sized, client, request_timeout=1.0)

@@ -9,6 +9,8 @@ could not read whole or bytes nobody asked for."""
 
 import asyncio
 import gzip
+import socket
+import struct
 
 import pytest
 
@@ -93,6 +95,7 @@ class Scripted:
     so a test can tell whether the client kept one."""
 
     CLOSE = object()
+    RESET = object()  # a close with a TCP RST
 
     def __init__(self, *scripts: list):
         self.scripts = list(scripts)
@@ -106,6 +109,11 @@ class Scripted:
             while await reader.readuntil(b"\r\n\r\n"):
                 for step in self.scripts.pop(0):
                     if step is self.CLOSE:
+                        return
+                    if step is self.RESET:
+                        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                                                   struct.pack("ii", 1, 0))
+                        writer.transport.abort()
                         return
                     if isinstance(step, (int, float)):
                         await asyncio.sleep(step)
@@ -220,4 +228,18 @@ def test_an_endless_run_of_interim_answers_is_cut_at_the_head_cap():
 ])
 def test_well_framed_answers_are_read_whole(script):
     (result,), _, _ = play(script)
+    assert (result.status, result.body) == (200, b'{"id":"mine"}')
+
+
+RESET = Scripted.RESET
+
+
+def test_a_body_ended_by_a_reset_is_not_whole():
+    """A body delimited by the connection's end ends with a close, not a reset."""
+    (result,), _, _ = play([b'HTTP/1.1 200 OK\r\n\r\n{"id": 1, "na', 0.05, RESET])
+    assert isinstance(result, Unreachable) and result.sent, result
+
+
+def test_an_interim_answer_is_not_held_to_the_body_cap():
+    (result,), _, _ = play([b"HTTP/1.1 103 Early Hints\r\ncontent-length: 99999999\r\n\r\n" + ok()])
     assert (result.status, result.body) == (200, b'{"id":"mine"}')
