@@ -213,6 +213,8 @@ class _Connection(asyncio.Protocol):
         if not self.head_done:
             # A chunked body's trailer fields are dropped: they must never pass for
             # headers (RFC 9112 7.1.2), or x-api-key or Idempotency-Key could hide there.
+            if value[-1:] in (b" ", b"\t"):
+                value = value.rstrip(b" \t")  # trailing whitespace is no part of a value (RFC 9110 5.5)
             self.headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
@@ -220,6 +222,11 @@ class _Connection(asyncio.Protocol):
         self.in_head = False
         request = self.current
         request.keep_alive = self.parser.should_keep_alive()
+        version = self.parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            # A request line without a version: llhttp reads it as HTTP/0.9, yet
+            # with headers, a body and keep-alive, which no other reader would.
+            raise _Refusal(GatewayError(505, "http_version_not_supported", "the request line names no HTTP/1.x version"))
         try:
             url = httptools.parse_url(self.url)
             path = url.path.decode("ascii")
@@ -228,7 +235,7 @@ class _Connection(asyncio.Protocol):
         request.scope = {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": self.parser.get_http_version(),
+            "http_version": version,
             "server": self.server.address,
             "client": self.client,
             "scheme": "http",
@@ -242,9 +249,17 @@ class _Connection(asyncio.Protocol):
         }
         limit = self.server.max_body_bytes
         expects = False
+        codings = 0
         for name, value in self.headers:
             if name == b"content-length" and value.isdigit() and int(value) > limit:
                 raise _Refusal(GatewayError(413, "body_too_large", f"the request body exceeds {limit} bytes"))
+            if name == b"transfer-encoding":
+                codings += 1
+                # Only chunked is decoded: a body in any other coding (gzip, chunked)
+                # would reach the app still encoded (RFC 9112 6.1: 501).
+                if codings > 1 or value.strip().lower() != b"chunked":
+                    raise _Refusal(GatewayError(501, "unsupported_transfer_coding",
+                                                "only Transfer-Encoding: chunked is supported"))
             expects = expects or (name == b"expect" and value.lower() == b"100-continue")
         # HTTP/1.0 has no 100 (Continue): a 1.0 client's Expect is ignored (RFC 9110 10.1.1).
         if expects and self.task is None and not self.queue and request.scope["http_version"] == "1.1":
