@@ -3,6 +3,7 @@
 import contextlib
 import logging
 import os
+import sqlite3
 from collections.abc import AsyncIterator, Mapping
 
 import httpx
@@ -12,12 +13,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import connections, idempotency, mapping, sandbox
+from . import auth, connections, idempotency, mapping, sandbox
 from .connections import ApiKeys, ConnectionEntry, Connections
+from .call import PREFIX
 from .cursor import Cursors
 from .errors import GatewayError, internal_error
-from .routes import PREFIX, Gateway
+from .listing import Listing
+from .records import REPLAYED_HEADERS, Records
+from .routes import Gateway
 from .settings import DEMO_API_KEY, SANDBOX_TOKEN, ConfigError, Settings, from_environ
+from .store import open_store
 from .upstream import open_upstream
 
 log = logging.getLogger("gateway")
@@ -26,12 +31,12 @@ log = logging.getLogger("gateway")
 SANDBOX_URL = "http://formation.sandbox.invalid"
 
 
-def _embedded_connections(providers: dict[str, mapping.Provider]) -> Connections:
+def _embedded_connections(providers: dict[str, mapping.Provider], keeper: auth.Keeper) -> Connections:
     if "formation" not in providers:
         raise ConfigError("the embedded default needs the formation mapping, which is missing from the mappings directory")
     entry = ConnectionEntry(token=SANDBOX_TOKEN, provider="formation", name="sandbox-formation", base_url=SANDBOX_URL,
                             credentials={"api_key": sandbox.API_KEY}, context={"company_id": sandbox.COMPANY_ID})
-    return Connections({SANDBOX_TOKEN: connections.Connection(entry, providers["formation"], "embedded sandbox")})
+    return Connections({SANDBOX_TOKEN: connections.Connection(entry, providers["formation"], "embedded sandbox", keeper)})
 
 
 class App:
@@ -58,8 +63,15 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] = os
     settings = settings or from_environ(environ)
     providers = mapping.load_dir(settings.mappings_dir)
     if settings.embedded:
-        conns = _embedded_connections(providers)
         transport = transport or httpx.ASGITransport(app=sandbox.create_app())
+    upstream = open_upstream(transport)
+    try:
+        store = open_store(settings.state_url)
+    except (ValueError, OSError, sqlite3.Error) as exc:
+        raise ConfigError(f"GATEWAY_STATE_URL: {exc}") from None
+    keeper = auth.Keeper(store, upstream.exchange)
+    if settings.embedded:
+        conns = _embedded_connections(providers, keeper)
         keys = settings.api_keys
         if not keys:
             keys = [DEMO_API_KEY]
@@ -72,17 +84,13 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] = os
         if not settings.api_keys:
             raise ConfigError("GATEWAY_API_KEYS is not set: with GATEWAY_CONNECTIONS configured, "
                               "the gateway needs at least one API key (comma-separated)")
-        conns = connections.load(settings.connections_file, providers, environ)
+        conns = connections.load(settings.connections_file, providers, environ, keeper)
         keys = settings.api_keys
     if settings.cursor_secret_is_random:
         log.info("GATEWAY_CURSOR_SECRET is not set: cursors are valid for this process only")
 
-    upstream = open_upstream(transport)
-    try:
-        store = idempotency.open_store(settings.idempotency_url)
-    except (ValueError, OSError) as exc:
-        raise ConfigError(f"GATEWAY_IDEMPOTENCY_URL: {exc}") from None
-    gateway = Gateway(ApiKeys(keys), conns, upstream, Cursors(settings.cursor_secret), store, settings.max_body_bytes)
+    records = Records(upstream, idempotency.Once(store, REPLAYED_HEADERS), settings.max_body_bytes)
+    gateway = Gateway(ApiKeys(keys), conns, records, Listing(upstream, Cursors(settings.cursor_secret)))
     log.info("gateway ready: %d provider mapping(s) (%s), %d connection(s)",
              len(providers), ", ".join(sorted(providers)), len(conns))
 

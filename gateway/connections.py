@@ -4,9 +4,14 @@ The connections file maps each connection token to a provider, its
 credentials, an optional base URL and a context the mapping reads. Any string
 in it may be `${ENV_VAR}`, so the file need hold no secret. Keys and tokens
 are looked up by their SHA-256 digest and compared in constant time.
+
+A `Connection` is its configuration, compiled, and fixed; what changes while
+the gateway runs (its auth's tokens, breaker and calls under way) is its
+`ConnectionState`, an object of its own, so that a reload can hand it to the
+connection's next configuration.
 """
 
-import base64
+import difflib
 import hashlib
 import hmac
 import re
@@ -19,6 +24,9 @@ import msgspec
 import yaml
 from jmespath import Options
 
+from . import auth
+from .breaker import Breaker
+from .errors import unauthorized
 from .functions import Functions
 from .mapping import Provider, SafeLoader
 from .settings import ConfigError
@@ -29,14 +37,27 @@ class ConnectionEntry(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     provider: str
     name: str | None = None  # for logs: tokens never appear there
     base_url: str | None = None  # e.g. a sandbox; the mapping's base_url otherwise
+    token_url: str | None = None  # oauth2: the mapping's auth.token_url otherwise
     credentials: dict[str, str] = {}
     context: dict[str, Any] = {}
 
 
-class Connection:
-    __slots__ = ("name", "provider", "base_url", "headers", "context", "options", "scope", "in_flight")
+class ConnectionState:
+    """What a connection's calls change: its credentials' live state, its
+    breaker, and how many of its calls are under way (against limits.max_in_flight)."""
 
-    def __init__(self, entry: ConnectionEntry, provider: Provider, where: str):
+    __slots__ = ("auth", "breaker", "in_flight")
+
+    def __init__(self, auth: auth.StaticAuth | auth.OAuth2, breaker: Breaker):
+        self.auth = auth
+        self.breaker = breaker
+        self.in_flight = 0
+
+
+class Connection:
+    __slots__ = ("name", "provider", "base_url", "headers", "context", "options", "scope", "state")
+
+    def __init__(self, entry: ConnectionEntry, provider: Provider, where: str, keeper: auth.Keeper):
         self.name = entry.name or where
         self.provider = provider
         self.base_url = (entry.base_url or provider.base_url).rstrip("/")
@@ -44,36 +65,64 @@ class Connection:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             # Checked here, at start: the upstream client would refuse it on every call.
             raise ConfigError(f"{where}: base_url must be an http:// or https:// URL with a host")
-        self.context = entry.context
-        self.options = Options(custom_functions=Functions(provider.values, entry.context))
-        self.headers = _auth_headers(provider, entry.credentials, where)
+        self.context = _fit_context(provider, entry.context, where)
+        self.options = Options(custom_functions=Functions(provider.values, self.context))
+        self.headers: dict[str, str] = {}  # the mapping's own, from the context; the auth's come per call
         for name, expression in provider.headers.items():
-            value = expression.search({"context": entry.context}, options=self.options)
+            value = expression.search({"context": self.context}, options=self.options)
             if value is None:
                 raise ConfigError(f"{where}: {provider.source} sends header {name} from the context, "
                                   f"which gives nothing; set it in this connection's context")
             self.headers[name] = str(value)
         # Cursors are signed for this scope, so they do not work on another connection.
         self.scope = hashlib.sha256(entry.token.encode()).digest()
-        self.in_flight = 0  # calls under way upstream, against limits.max_in_flight
+        credentials = auth.for_connection(provider, entry.credentials, entry.token_url, self.scope.hex(), keeper,
+                                          self.name, where)
+        self.state = ConnectionState(credentials, Breaker(provider.breaker))
 
 
-def _credential(credentials: dict[str, str], name: str, where: str) -> str:
-    if not credentials.get(name):
-        raise ConfigError(f"{where}: credentials.{name} is required by its provider's auth")
-    return credentials[name]
+_TYPES = {"string": str, "integer": int, "number": (int, float), "boolean": bool, "list": list, "object": dict}
 
 
-def _auth_headers(provider: Provider, credentials: dict[str, str], where: str) -> dict[str, str]:
-    auth = provider.auth
-    if auth.type == "api_key":
-        return {auth.header: _credential(credentials, auth.credential, where)}
-    if auth.type == "bearer":
-        return {"Authorization": "Bearer " + _credential(credentials, auth.credential, where)}
-    if auth.type == "basic":
-        pair = f"{_credential(credentials, 'username', where)}:{_credential(credentials, 'password', where)}"
-        return {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
-    return {}
+def _fit_context(provider: Provider, context: dict[str, Any], where: str) -> dict[str, Any]:
+    """The connection's context checked against what its mapping declares it
+    reads, defaults filled in. Values from ${ENV} references arrive as strings:
+    a number or a boolean written so is read as one."""
+    declared = provider.context
+    if not declared:
+        return context
+    for name in context:
+        if name not in declared:
+            near = difflib.get_close_matches(name, declared, 1)
+            hint = f"; did you mean {near[0]!r}?" if near else f"; it reads {', '.join(sorted(declared))}"
+            raise ConfigError(f"{where}: context.{name}: {provider.source.name} reads no such setting{hint}")
+    fitted = {}
+    for name, key in declared.items():
+        if name not in context or context[name] is None:
+            if key.required:
+                raise ConfigError(f"{where}: context.{name} is required by {provider.source.name}: {key.description}")
+            if key.default is not None:
+                fitted[name] = key.default
+            continue
+        fitted[name] = _typed(context[name], key.type, f"{where}: context.{name}")
+    return fitted
+
+
+def _typed(value: Any, kind: str, where: str) -> Any:
+    if isinstance(value, str) and kind in ("integer", "number", "boolean"):
+        text = value.strip()
+        if kind == "boolean" and text.lower() in ("true", "false"):
+            return text.lower() == "true"
+        try:
+            number = float(text) if kind == "number" else int(text)
+        except ValueError:
+            raise ConfigError(f"{where} must be {'a whole number' if kind == 'integer' else 'a ' + kind}, not {value!r}") from None
+        return number
+    if kind == "string" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)  # an id YAML read as a number: 9341452
+    if not isinstance(value, _TYPES[kind]) or (kind in ("integer", "number") and isinstance(value, bool)):
+        raise ConfigError(f"{where} must be {'an' if kind[0] in 'aeiou' else 'a'} {kind}, not {type(value).__name__} {value!r}")
+    return value
 
 
 def _digest(secret: str) -> bytes:
@@ -90,6 +139,19 @@ class Connections:
     def resolve(self, token: str) -> Connection | None:
         # A dict lookup on the digest leaks no timing about the token itself.
         return self._by_digest.get(_digest(token))
+
+    def authorize(self, api_keys: "ApiKeys", key: str | None, token: str | None) -> Connection:
+        """The connection a call with these x-api-key and x-connection-token goes through."""
+        if not key:
+            raise unauthorized("missing_api_key", "the x-api-key header is required")
+        if not api_keys.check(key):
+            raise unauthorized("invalid_api_key", "the x-api-key is not valid")
+        if not token:
+            raise unauthorized("missing_connection_token", "the x-connection-token header is required")
+        conn = self.resolve(token)
+        if conn is None:
+            raise unauthorized("invalid_connection_token", "no connection has this x-connection-token")
+        return conn
 
 
 class ApiKeys:
@@ -133,7 +195,7 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return f"{what or 'invalid YAML'} (line {mark.line + 1}, column {mark.column + 1})"
 
 
-def load(path: Path, providers: dict[str, Provider], environ: Mapping[str, str]) -> Connections:
+def load(path: Path, providers: dict[str, Provider], environ: Mapping[str, str], keeper: auth.Keeper) -> Connections:
     try:
         raw = yaml.load(path.read_text(encoding="utf-8"), Loader=SafeLoader)
     except OSError as exc:
@@ -156,6 +218,6 @@ def load(path: Path, providers: dict[str, Provider], environ: Mapping[str, str])
             raise ConfigError(f"{where}: unknown provider {entry.provider!r}; mapped providers: {', '.join(sorted(providers)) or 'none'}")
         if entry.token in connections:
             raise ConfigError(f"{where}: the same token is given to an earlier connection")
-        connections[entry.token] = Connection(entry, provider, where)
+        connections[entry.token] = Connection(entry, provider, where, keeper)
     return Connections(connections)
 

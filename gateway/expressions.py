@@ -307,3 +307,18 @@ def _reads(node: dict) -> set[tuple[str, ...]]:
     if not children:
         return {()}  # @, an index or a slice: the current value as a whole
     return set().union(*(_reads(c) for c in children))
+
+
+def context_reads(expression: Expression) -> set[str]:
+    """The connection context keys an expression reads: `context.X` in the
+    request document, or `context('X')` where the document has no `context`."""
+    keys = {path[1] for path in reads(expression) if len(path) > 1 and path[0] == "context"}
+    pending = [expression.parsed]
+    while pending:
+        node = pending.pop()
+        children = node.get("children", [])
+        if node["type"] == "function_expression" and node["value"] == "context" and children \
+                and children[0]["type"] == "literal" and isinstance(children[0]["value"], str):
+            keys.add(children[0]["value"])
+        pending.extend(c for c in children if isinstance(c, dict))
+    return keys

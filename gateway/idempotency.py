@@ -2,22 +2,23 @@
 
 The first request with a key reserves it and runs; its answer is stored. A
 retry with the same key and body, at the same time or later, gets that stored
-answer; the same key with another body is a 422. State lives in SQLite (one
-host) or Redis (several gateway instances), behind the same small interface.
+answer; the same key with another body is a 422. Entries live in the state
+store (gateway/store.py): SQLite for one host, Redis for several.
 """
 
 import asyncio
-import functools
 import hashlib
-import sqlite3
-import tempfile
+import logging
 import time
-from pathlib import Path
-from urllib.parse import urlsplit
+from collections.abc import Awaitable, Callable
 
 import msgspec
-import redis.asyncio
-from redis.exceptions import RedisError
+from starlette.responses import Response
+
+from .errors import GatewayError, bad_request, shutting_down, unprocessable
+from .store import Store, StoreUnavailable
+
+log = logging.getLogger("gateway")
 
 TTL = 24 * 3600  # how long an answer is kept for replay
 _PENDING = -1  # the status of a reservation whose create is still under way
@@ -45,107 +46,29 @@ def fingerprint(*parts: bytes) -> str:
     return digest.hexdigest()
 
 
-class StoreUnavailable(Exception):
-    """The store did not answer; what it holds is unknown."""
+class Entries:
+    """Idempotency entries in the state store, under keys of their own."""
 
+    def __init__(self, store: Store):
+        self.store = store
 
-def _guarded(*errors: type[BaseException]):
-    """Turn a backend's own errors into StoreUnavailable, for the caller to answer with a 503."""
-    def wrap(method):
-        @functools.wraps(method)
-        async def guarded(*args, **kwargs):
-            try:
-                return await method(*args, **kwargs)
-            except errors as exc:
-                raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from None
-        return guarded
-    return wrap
-
-
-_sqlite_guard = _guarded(sqlite3.Error)
-
-
-class SqliteStore:
-    """A file shared by the processes of one host (WAL lets them interleave)."""
-
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, entry BLOB, expires REAL)")
-
-    @_sqlite_guard
     async def reserve(self, key: str, entry: Entry) -> Entry | None:
         """None: reserved for the caller. Otherwise what the key already holds."""
-        now = time.time()
-        with self._db:
-            self._db.execute("DELETE FROM idempotency WHERE key = ? AND expires < ?", (key, now))
-            inserted = self._db.execute("INSERT OR IGNORE INTO idempotency VALUES (?, ?, ?)",
-                                        (key, _encode(entry), now + TTL)).rowcount
-        return None if inserted else await self.get(key)
+        held = await self.store.add("idempotency:" + key, _encode(entry), TTL)
+        return None if held is None else _decode(held)
 
-    @_sqlite_guard
     async def get(self, key: str) -> Entry | None:
-        row = self._db.execute("SELECT entry FROM idempotency WHERE key = ?", (key,)).fetchone()
-        return _decode(row[0]) if row else None
-
-    @_sqlite_guard
-    async def complete(self, key: str, entry: Entry) -> None:
-        self._db.execute("UPDATE idempotency SET entry = ?, expires = ? WHERE key = ?", (_encode(entry), time.time() + TTL, key))
-
-    @_sqlite_guard
-    async def release(self, key: str) -> None:
-        self._db.execute("DELETE FROM idempotency WHERE key = ?", (key,))
-
-    async def aclose(self) -> None:
-        self._db.close()
-
-
-_redis_guard = _guarded(RedisError, OSError)
-
-
-class RedisStore:
-    def __init__(self, url: str):
-        # Short socket timeouts: a Redis that is down must cost a 503, not a hung create.
-        self._redis = redis.asyncio.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
-
-    @_redis_guard
-    async def reserve(self, key: str, entry: Entry) -> Entry | None:
-        if await self._redis.set(key, _encode(entry), nx=True, ex=TTL):
-            return None
-        return await self.get(key)
-
-    @_redis_guard
-    async def get(self, key: str) -> Entry | None:
-        raw = await self._redis.get(key)
+        raw = await self.store.get("idempotency:" + key)
         return _decode(raw) if raw else None
 
-    @_redis_guard
     async def complete(self, key: str, entry: Entry) -> None:
-        await self._redis.set(key, _encode(entry), ex=TTL)
+        await self.store.set("idempotency:" + key, _encode(entry), TTL)
 
-    @_redis_guard
     async def release(self, key: str) -> None:
-        await self._redis.delete(key)
-
-    async def aclose(self) -> None:
-        await self._redis.aclose()
+        await self.store.delete("idempotency:" + key)
 
 
-Store = SqliteStore | RedisStore
-
-
-def open_store(url: str | None) -> Store:
-    """`redis://...`, `sqlite:///path`, or None for a SQLite file in the temp directory."""
-    if url and url.startswith(("redis://", "rediss://", "unix://")):
-        return RedisStore(url)
-    if url and not url.startswith("sqlite://"):
-        raise ValueError(f"GATEWAY_IDEMPOTENCY_URL must be redis://... or sqlite:///path, not {urlsplit(url).scheme}://...")
-    path = Path(url[len("sqlite://"):]) if url else Path(tempfile.gettempdir()) / "gateway-idempotency.sqlite3"
-    return SqliteStore(path)
-
-
-async def wait_for_answer(store: Store, key: str, timeout: float) -> Entry | None:
+async def wait_for_answer(store: Entries, key: str, timeout: float) -> Entry | None:
     """A concurrent retry waits for the first request's answer, briefly polling."""
     deadline = time.monotonic() + timeout
     delay = 0.01
@@ -156,3 +79,80 @@ async def wait_for_answer(store: Store, key: str, timeout: float) -> Entry | Non
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.25)
     return await store.get(key)
+
+
+REPLAYED_HEADER = "idempotent-replayed"
+
+
+class Once:
+    """Runs a create once per Idempotency-Key; replays its answer to retries.
+
+    A key belongs to its connection and object. An answer is kept whenever
+    the create may have happened (it succeeded, or failed after its bytes may
+    have reached the provider); otherwise the key is freed for a retry."""
+
+    def __init__(self, store: Store, replayed_headers: frozenset[str]):
+        self.store = Entries(store)
+        self.replayed_headers = replayed_headers  # the answer's headers a replay repeats
+
+    async def run(self, key: str, scope: tuple[bytes, ...], request: tuple[bytes, ...], wait: float,
+                  create: Callable[[], Awaitable[Response]]) -> Response:
+        """`scope`: whose keys (connection, object); `request`: what a retry must
+        repeat to be one; `wait`: how long a retry waits for the first answer."""
+        if not 1 <= len(key) <= 255:
+            raise bad_request("invalid_idempotency_key", "Idempotency-Key must be 1 to 255 characters")
+        scoped = fingerprint(*scope, key.encode())
+        claim = Entry(fingerprint(*request))
+        try:
+            held = await self._claim(scoped, claim, wait)
+        except StoreUnavailable as exc:
+            log.error("idempotency store unavailable: %s", exc)
+            raise GatewayError(503, "idempotency_unavailable", "cannot honour the Idempotency-Key now: its store does not answer",
+                               {"Retry-After": "1"}) from None
+        if held is not None:
+            if held.fingerprint != claim.fingerprint:
+                raise unprocessable("idempotency_key_reused", "this Idempotency-Key was used with a different request body")
+            if held.pending:
+                raise GatewayError(409, "idempotency_in_progress", "a request with this Idempotency-Key is still under way",
+                                   {"Retry-After": "1"})
+            return Response(held.body, held.status, {**held.headers, REPLAYED_HEADER: "true"})
+        try:
+            response = await create()
+        except GatewayError as exc:
+            if not exc.maybe_done:
+                await self._settle(scoped, claim, None)
+                raise
+            response = exc.response()
+        except asyncio.CancelledError:
+            # Cut short by a shutdown: the create may have reached the provider, so
+            # keep the answer, as for a timeout, rather than let a retry create again.
+            await self._settle(scoped, claim, shutting_down().response())
+            raise
+        except BaseException:
+            await self._settle(scoped, claim, None)
+            raise
+        await self._settle(scoped, claim, response)
+        return response
+
+    async def _claim(self, scoped: str, claim: Entry, wait: float) -> Entry | None:
+        """None: the key is ours to run. Otherwise the entry it already holds."""
+        held = await self.store.reserve(scoped, claim)
+        # Only a retry of the same request waits for the first one's answer;
+        # another request under the key is refused at once.
+        if held is not None and held.pending and held.fingerprint == claim.fingerprint:
+            held = await wait_for_answer(self.store, scoped, wait)
+            if held is None:  # the first attempt failed before reaching the provider: take over
+                held = await self.store.reserve(scoped, claim)
+        return held
+
+    async def _settle(self, scoped: str, claim: Entry, response: Response | None) -> None:
+        """Keep the answer for replay, or free the key (None) when nothing was created."""
+        try:
+            if response is None:
+                await self.store.release(scoped)
+            else:
+                kept = {k: v for k, v in response.headers.items() if k in self.replayed_headers}
+                await self.store.complete(scoped, Entry(claim.fingerprint, response.status_code, kept, response.body))
+        except StoreUnavailable as exc:
+            # The create is done either way: answer it; a retry may find the key pending.
+            log.error("idempotency store unavailable, the answer for a key is not kept: %s", exc)

@@ -15,7 +15,7 @@ import yaml
 # libyaml's loader where PyYAML has it: several times faster, and start-up is measured.
 SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-from .expressions import ExpressionError, compile_expression
+from .expressions import ExpressionError, compile_expression, context_reads
 from .models import OBJECTS
 from .operation import Operation
 from .unify import Unifier
@@ -31,9 +31,15 @@ class Spec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 class AuthSpec(Spec):
     """How a connection's credentials authenticate it upstream."""
 
-    type: Literal["api_key", "bearer", "basic", "none"]
+    type: Literal["api_key", "bearer", "basic", "oauth2", "none"]
     header: str = "Authorization"  # api_key: the header that carries the key
     credential: str = "api_key"  # api_key, bearer: the credentials entry to send
+    # oauth2: where tokens come from (a connection's token_url overrides it), how
+    # the client authenticates there (RFC 6749 2.3.1), and what it asks for.
+    token_url: str | None = None
+    grant: Literal["refresh_token", "client_credentials"] = "refresh_token"
+    client_auth: Literal["basic", "body"] = "basic"
+    scope: str | None = None
 
 
 class PagingSpec(Spec):
@@ -141,10 +147,20 @@ class BreakerSpec(Spec):
     reset_after: float = 30.0
 
 
+class ContextKey(Spec):
+    """A setting each connection gives the mapping, in its `context`."""
+
+    description: str  # one line, for the operator who writes the connection
+    type: Literal["string", "integer", "number", "boolean", "list", "object"] = "string"
+    required: bool = False
+    default: Any = None  # what an unset, not required key reads as
+
+
 class MappingFile(Spec):
     provider: str
     base_url: str
     auth: AuthSpec
+    context: dict[str, ContextKey] = {}  # every key the mapping reads, declared
     headers: dict[str, str] = {}  # sent on every call; reads `context` only
     errors: ErrorsSpec = msgspec.field(default_factory=ErrorsSpec)
     limits: LimitsSpec = msgspec.field(default_factory=LimitsSpec)
@@ -171,6 +187,7 @@ class Provider(msgspec.Struct):
     name: str
     base_url: str
     auth: AuthSpec
+    context: dict[str, ContextKey]
     headers: dict[str, Any]
     error_message: Any
     error_code: Any
@@ -281,11 +298,14 @@ def _compile(spec: MappingFile, path: Path) -> Provider:
                 compiled.append(Operation(alt, verb, where, unifier))
             operations[verb] = tuple(compiled)
         objects[name] = ProviderObject(operations)
+    headers = {k: compile_expression(v, f"$.headers.{k}") for k, v in spec.headers.items()}
+    _check_context_reads(spec, headers, objects)
     return Provider(
         name=spec.provider,
         base_url=spec.base_url.rstrip("/"),
         auth=spec.auth,
-        headers={k: compile_expression(v, f"$.headers.{k}") for k, v in spec.headers.items()},
+        context=spec.context,
+        headers=headers,
         error_message=compile_expression(spec.errors.message, "$.errors.message"),
         error_code=compile_expression(spec.errors.code, "$.errors.code") if spec.errors.code else None,
         error_status=spec.errors.status,
@@ -296,6 +316,23 @@ def _compile(spec: MappingFile, path: Path) -> Provider:
         breaker=spec.breaker,
         source=path,
     )
+
+
+def _check_context_reads(spec: MappingFile, headers: dict[str, Any], objects: dict[str, "ProviderObject"]) -> None:
+    """Every context key an expression reads is declared under `context`, so a
+    connection is checked against the keys its mapping really reads."""
+    read: list[tuple[str, Any]] = [(f"$.headers.{k}", e) for k, e in headers.items()]
+    for obj in objects.values():
+        for ops in obj.operations.values():
+            for op in ops:
+                read += [(op.key, e) for e in (op.when, op.query, op.headers, op.body) if e is not None]
+                read += [(f"{op.key}.path", e) for e in op.path if not isinstance(e, str)]
+                read.append((op.unifier.key, op.unifier.expression))
+    for key, expression in read:
+        for name in sorted(context_reads(expression) - spec.context.keys()):
+            declared = ", ".join(sorted(spec.context)) or "none"
+            raise ExpressionError(key, f"reads context key {name!r}, which the mapping's `context` does not declare "
+                                       f"(declared: {declared})")
 
 
 def load_dir(directory: Path) -> dict[str, Provider]:

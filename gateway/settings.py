@@ -30,9 +30,9 @@ class Settings(msgspec.Struct, kw_only=True):
     # or cursors issued by one are refused by the others (and after a restart).
     cursor_secret: bytes
     cursor_secret_is_random: bool = False
-    # Where Idempotency-Key answers live: redis://... for several instances,
-    # sqlite:///path for one host; unset, a SQLite file in the temp directory.
-    idempotency_url: str | None = None
+    # The state store (Idempotency-Key answers, OAuth2 tokens): redis://... for
+    # several instances, sqlite:///path for one host; unset, gateway/store.py's default file.
+    state_url: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
 
     @property
@@ -51,7 +51,8 @@ def from_environ(environ: Mapping[str, str] = os.environ) -> Settings:
         mappings_dir=Path(mappings) if mappings else bundled_mappings(),
         cursor_secret=secret.encode() if secret else secrets.token_bytes(32),
         cursor_secret_is_random=secret is None,
-        idempotency_url=environ.get("GATEWAY_IDEMPOTENCY_URL") or None,
+        # GATEWAY_IDEMPOTENCY_URL: its name before the store held more than idempotency.
+        state_url=environ.get("GATEWAY_STATE_URL") or environ.get("GATEWAY_IDEMPOTENCY_URL") or None,
         max_body_bytes=_positive_int(environ, "GATEWAY_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
     )
 

@@ -18,13 +18,14 @@ class UnifyError(ValueError):
 
 
 class Unifier:
-    __slots__ = ("model", "expression", "fields", "ids", "unset_if_null")
+    __slots__ = ("key", "model", "expression", "fields", "ids", "unset_if_null")
 
     def __init__(self, template: dict[str, Any], model: type[Model], key: str):
         known = set(model.__struct_fields__) - _RESERVED
         for name in template:
             if name not in known:
                 raise ExpressionError(f"{key}.{name}", f"not a field of the unified {model.__name__}; fields: {', '.join(sorted(known))}")
+        self.key = key
         self.model = model
         self.fields = tuple(template)
         self.expression = compile_template(template, key)

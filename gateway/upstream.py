@@ -3,8 +3,8 @@
 The one place that does network I/O to providers, bounded on every side:
 timeouts, pool size and response size from the mapping file's `limits`;
 retries of what is safe to retry, with jittered exponential backoff, within
-a time budget; a circuit breaker per provider. Failures leave here as
-`GatewayError`s, success as decoded JSON.
+a time budget; the connection's circuit breaker (gateway/breaker.py); the
+connection's credentials (gateway/auth.py). Failures leave here as `GatewayError`s, success as decoded JSON.
 
 Two exchanges carry the bytes. Over the network, gateway/transport.py, chosen
 by measurement (README, "Benchmark"). In process, any httpx transport: the
@@ -101,43 +101,6 @@ class HttpxExchange:
         await self._client.aclose()
 
 
-class Breaker:
-    """Closed until `failures` failures in a row; then open (fail fast) for
-    `reset_after` seconds; then half-open: one probe decides."""
-
-    def __init__(self, failures: int, reset_after: float):
-        self.threshold = failures
-        self.reset_after = reset_after
-        self.failures = 0
-        self.opened_at: float | None = None
-        self.probe_at: float | None = None  # when the half-open probe went out
-
-    def retry_after(self) -> float | None:
-        """None: the call may go. Otherwise seconds until a probe may."""
-        if self.opened_at is None:
-            return None
-        now = time.monotonic()
-        waited = now - self.opened_at
-        if waited < self.reset_after:
-            return self.reset_after - waited
-        # A probe that never reported back (cancelled) must not hold the circuit open.
-        if self.probe_at is not None and now - self.probe_at < self.reset_after:
-            return 1.0
-        self.probe_at = now
-        return None
-
-    def succeeded(self) -> None:
-        self.failures = 0
-        self.opened_at = None
-        self.probe_at = None
-
-    def failed(self) -> None:
-        self.failures += 1
-        if self.probe_at is not None or self.failures >= self.threshold:
-            self.opened_at = time.monotonic()
-        self.probe_at = None
-
-
 def _retry_after_seconds(value: str | None) -> float | None:
     try:
         return max(0.0, float(value)) if value is not None else None
@@ -148,41 +111,38 @@ def _retry_after_seconds(value: str | None) -> float | None:
 class Upstream:
     def __init__(self, exchange: NetworkExchange | HttpxExchange):
         self.exchange = exchange
-        self._breakers: dict[str, Breaker] = {}
 
     async def aclose(self) -> None:
         await self.exchange.aclose()
 
-    def _breaker(self, provider: Provider) -> Breaker:
-        breaker = self._breakers.get(provider.name)
-        if breaker is None:
-            breaker = self._breakers[provider.name] = Breaker(provider.breaker.failures, provider.breaker.reset_after)
-        return breaker
-
     async def send(self, conn: Connection, request: UpstreamRequest) -> Any:
-        provider = conn.provider
-        if conn.in_flight >= provider.limits.max_in_flight:
-            raise GatewayError(503, "connection_busy", f"this connection already has {conn.in_flight} calls to "
+        provider, state = conn.provider, conn.state
+        if state.in_flight >= provider.limits.max_in_flight:
+            raise GatewayError(503, "connection_busy", f"this connection already has {state.in_flight} calls to "
                                f"{provider.name} under way; retry shortly", {"Retry-After": "1"}, provider=provider.name)
-        conn.in_flight += 1
+        state.in_flight += 1
         try:
             raw = await self._attempts(conn, request)
         finally:
-            conn.in_flight -= 1
+            state.in_flight -= 1
         return _result(conn, raw)
 
     async def _attempts(self, conn: Connection, request: UpstreamRequest) -> Answer:
         provider = conn.provider
         policy = provider.retries
-        breaker = self._breaker(provider)
+        breaker, auth = conn.state.breaker, conn.state.auth
         url = conn.base_url + request.path
-        headers = {**request.headers, **conn.headers}
+        credentials = auth.current()
+        if credentials is None:
+            credentials = await auth.renew(None)
+        headers = {**request.headers, **conn.headers, **credentials}
         body = None
         if request.body is not None:
             body = _encode(request.body)
             headers["content-type"] = "application/json"
         deadline = time.monotonic() + policy.budget
         attempt = 0
+        replayed = False
         while True:
             attempt += 1
             wait = breaker.retry_after()
@@ -216,6 +176,13 @@ class Upstream:
                 breaker.failed()
             else:
                 breaker.succeeded()
+            if raw.status == 401 and auth.refreshable and not replayed:
+                # The provider did nothing: new credentials, and the same call once more.
+                replayed = True
+                credentials = await auth.renew(credentials)
+                headers.update(credentials)
+                attempt -= 1
+                continue
             if raw.status in (429, 503):
                 pause = _retry_after_seconds(raw.retry_after)
                 # The provider refused before doing anything: safe for any method.

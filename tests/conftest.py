@@ -1,4 +1,4 @@
-"""Shared fixtures: ../shared, free loopback ports, and real server processes."""
+"""Shared fixtures: ../shared, free loopback ports, real server processes, a real redis-server."""
 
 import json
 import os
@@ -16,6 +16,17 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 MAPPINGS = ROOT / "mappings"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The state store's default file (XDG_STATE_HOME) in this run's own directory,
+    for the gateways the tests start and create in process: tokens and
+    idempotency keys of one run never meet another's, nor the user's."""
+    home = tmp_path_factory.mktemp("state-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_STATE_HOME", str(home))
+        yield home
 
 
 @pytest.fixture(scope="session")
@@ -316,3 +327,41 @@ def run_sdk_client(python: Path, script: Path, job: dict, cwd: Path) -> dict:
                           env=child_env(), cwd=cwd, timeout=120)
     assert done.returncode == 0, f"the SDK client failed:\n{done.stderr}"
     return json.loads(done.stdout)
+
+
+# -- a real redis-server -----------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    binary = shutil.which("redis-server") or ("/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None)
+    if binary is None:
+        pytest.fail("redis-server is not installed, and the Redis idempotency tests need it: "
+                    "install it (apt-get install redis-server; .ci/run does)")
+    try:
+        import redis
+    except ImportError:
+        pytest.fail("redis-py is not installed: pip install -e '.[test]'")
+    port = free_port()
+    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                                "--dir", str(tmp_path_factory.mktemp("redis"))],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    client = redis.Redis(port=port, socket_timeout=1)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"redis-server did not start on port {port}:\n{process.communicate()[0]}")
+            time.sleep(0.05)
+    client.close()
+    yield f"redis://127.0.0.1:{port}/0"
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    process.stdout.close()

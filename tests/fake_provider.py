@@ -54,6 +54,7 @@ import struct
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any, NamedTuple
 from urllib.parse import unquote, urlsplit
 
@@ -84,8 +85,10 @@ _ERROR_CODES = {400: "INVALID_REQUEST", 401: "INVALID_API_KEY", 403: "ACCESS_DEN
 
 
 class FakeFormation:
-    def __init__(self, api_key: str = API_KEY):
+    def __init__(self, api_key: str = API_KEY, authorize: "Callable[[dict[str, str]], bool] | None" = None):
         self.api_key = api_key
+        # Another check of a request's headers than X-API-KEY (e.g. a bearer token's, tests/fake_oauth.py).
+        self.authorize = authorize or (lambda headers: headers.get("x-api-key") == self.api_key)
         self.port = 0
         self.url = ""
         self.requests: list[Seen] = []
@@ -197,7 +200,7 @@ class FakeFormation:
             tries = self._tries[(method, path, name)]
         self.answering += 1
         try:
-            if headers.get("x-api-key") != self.api_key:
+            if not self.authorize(headers):
                 await _send_json(writer, 401, _error(401, "INVALID_API_KEY", "the API key is not valid"))
                 return True
             return await self._play(name.split("~", 1)[0], tries, method, path, body, reader, writer)

@@ -13,7 +13,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from conftest import free_port
-from gateway import connections, mapping
+from gateway import auth, connections, mapping
 from gateway.app import create_app
 from gateway.connections import ConfigError, expand_env
 from gateway.mapping import MappingError
@@ -43,7 +43,8 @@ def write(tmp_path: Path, text: str, name: str = "connections.yaml") -> Path:
 
 
 def load(path: Path, environ: dict[str, str] | None = None) -> connections.Connections:
-    return connections.load(path, PROVIDERS, environ or {})
+    # No connection here calls a token endpoint: nothing to keep or fetch tokens with.
+    return connections.load(path, PROVIDERS, environ or {}, auth.Keeper(None, None))
 
 
 def load_error(path: Path, environ: dict[str, str] | None = None) -> str:
@@ -63,7 +64,7 @@ def test_a_connection_resolves_by_its_token(tmp_path):
     assert conn.name == "acme-formation"
     assert conn.provider.name == "formation"
     assert conn.base_url == "https://formation.test"
-    assert conn.headers == {"X-API-KEY": SECRET}
+    assert conn.state.auth.current() == {"X-API-KEY": SECRET}
     assert conn.context == {"company_id": "6650f1a2e4b0c8d9f0aa0001"}
     assert conns.resolve("tok-other") is None
     assert conns.resolve(TOKEN + " ") is None
@@ -75,15 +76,15 @@ def test_the_list_may_sit_under_a_connections_key(tmp_path):
 
 
 def test_base_url_defaults_to_the_mapping_and_loses_a_trailing_slash(tmp_path):
-    text = "- {token: a, provider: formation, credentials: {api_key: k}}\n" \
-           "- {token: b, provider: formation, base_url: 'https://sandbox.test/v1/', credentials: {api_key: k}}\n"
+    text = "- {token: a, provider: formation, credentials: {api_key: k}, context: {company_id: c}}\n" \
+           "- {token: b, provider: formation, base_url: 'https://sandbox.test/v1/', credentials: {api_key: k}, context: {company_id: c}}\n"
     conns = load(write(tmp_path, text))
     assert conns.resolve("a").base_url == "https://api.clemta.com"
     assert conns.resolve("b").base_url == "https://sandbox.test/v1"
 
 
 def test_a_connection_without_a_name_is_named_by_its_place_not_its_token(tmp_path):
-    path = write(tmp_path, "- {token: secret-token, provider: formation, credentials: {api_key: k}}\n")
+    path = write(tmp_path, "- {token: secret-token, provider: formation, credentials: {api_key: k}, context: {company_id: c}}\n")
     name = load(path).resolve("secret-token").name
     assert "connections[0]" in name and "secret-token" not in name
 
@@ -101,15 +102,42 @@ def test_env_references_expand_everywhere(tmp_path):
     api_key: ${FORMATION_KEY}
   context:
     company_id: co-${CO}-${CO}
-    retries: 3
-    tags: ["${CO}", plain]
 """
     env = {"TOKEN_A": TOKEN, "NAME": "named", "HOST": "formation.test", "FORMATION_KEY": SECRET, "CO": "42"}
     conn = load(write(tmp_path, text), env).resolve(TOKEN)
     assert conn.name == "named"
     assert conn.base_url == "https://formation.test/api"
-    assert conn.headers == {"X-API-KEY": SECRET}
-    assert conn.context == {"company_id": "co-42-42", "retries": 3, "tags": ["42", "plain"]}
+    assert conn.state.auth.current() == {"X-API-KEY": SECRET}
+    assert conn.context == {"company_id": "co-42-42"}
+
+
+# -- the context a mapping declares -------------------------------------------------
+
+FREEE = """\
+- token: tok-freee
+  name: acme-freee
+  provider: freee
+  credentials: {client_id: c, client_secret: s, refresh_token: r}
+  context:
+"""
+
+
+def test_a_context_is_read_as_its_mapping_declares_it(tmp_path):
+    # freee's company_id is an integer, even from an environment variable; QuickBooks' defaults fill in.
+    conn = load(write(tmp_path, FREEE + "    company_id: ${CO}\n    income_tax_code: 21\n"), {"CO": "1234"}).resolve("tok-freee")
+    assert conn.context == {"company_id": 1234, "income_tax_code": 21}
+    qbo = load(write(tmp_path, FREEE.replace("freee", "quickbooks") + "    realm_id: 9341452\n")).resolve("tok-quickbooks")
+    assert qbo.context == {"realm_id": "9341452", "minorversion": "75", "expense_payment_type": "Cash"}
+
+
+@pytest.mark.parametrize("context, expected", [
+    ("    income_tax_code: 21\n", "connections[0]: context.company_id is required by freee.yaml: the freee company"),
+    ("    company_id: acme\n", "connections[0]: context.company_id must be a whole number, not 'acme'"),
+    ("    company_id: 1\n    income_tax_cod: 21\n", "context.income_tax_cod: freee.yaml reads no such setting; did you mean 'income_tax_code'?"),
+    ("    company_id: [1]\n", "context.company_id must be an integer, not list [1]"),
+])
+def test_a_context_that_does_not_fit_fails_naming_connection_key_and_reason(tmp_path, context, expected):
+    assert expected in load_error(write(tmp_path, FREEE + context))
 
 
 def test_expansion_is_not_recursive():
@@ -124,7 +152,7 @@ def test_text_that_is_not_a_reference_stays():
 
 
 def test_an_empty_variable_is_set(tmp_path):
-    text = "- {token: t, provider: formation, base_url: 'https://f.test${SUFFIX}', credentials: {api_key: k}}\n"
+    text = "- {token: t, provider: formation, base_url: 'https://f.test${SUFFIX}', credentials: {api_key: k}, context: {company_id: c}}\n"
     assert load(write(tmp_path, text), {"SUFFIX": ""}).resolve("t").base_url == "https://f.test"
 
 
@@ -155,12 +183,12 @@ def test_an_unknown_provider_fails_naming_it(tmp_path):
 
 
 def test_a_missing_credential_fails_naming_it(tmp_path):
-    message = load_error(write(tmp_path, "- {token: t, provider: formation, credentials: {apikey: k}}\n"))
+    message = load_error(write(tmp_path, "- {token: t, provider: formation, credentials: {apikey: k}, context: {company_id: c}}\n"))
     assert "credentials.api_key is required" in message
 
 
 def test_an_empty_credential_is_missing(tmp_path):
-    message = load_error(write(tmp_path, "- {token: t, provider: formation, credentials: {api_key: ''}}\n"))
+    message = load_error(write(tmp_path, "- {token: t, provider: formation, credentials: {api_key: ''}, context: {company_id: c}}\n"))
     assert "credentials.api_key is required" in message
 
 
@@ -177,7 +205,7 @@ def test_two_connections_with_one_token(tmp_path):
 
 @pytest.mark.parametrize("text, expected", [
     ("- {token: t, provider: formation, credentials: {api_key: k}, tokn: x}\n", "unknown field `tokn`"),
-    ("- {provider: formation, credentials: {api_key: k}}\n", "missing required field `token`"),
+    ("- {provider: formation, credentials: {api_key: k}, context: {company_id: c}}\n", "missing required field `token`"),
     ("- {token: t, provider: formation, credentials: {api_key: 5}}\n", "Expected `str`, got `int`"),
     ("- {token: t, provider: formation, credentials: [k]}\n", "Expected `object`, got `array`"),
     ("- just a string\n", "Expected `object`, got `str`"),

@@ -16,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import httpx
 import jmespath
@@ -52,7 +53,11 @@ def connections_file(directory: Path, base_url: str | None) -> Path:
   name: freee-test
   provider: freee
 {base}  credentials:
+    client_id: freee-test-client
+    client_secret: freee-test-secret
+    refresh_token: freee-test-refresh
     access_token: ${{FREEE_ACCESS_TOKEN}}
+    expires_at: "2099-01-01T00:00:00Z"   # valid: the token endpoint is never asked
   context:
 {context}
 """, encoding="utf-8")
@@ -218,11 +223,23 @@ def test_freee_not_found_and_auth_errors(client, httpx_mock) -> None:
     missing = client.get("/accounting/invoices/9", headers=H)
     assert missing.status_code == 404 and missing.json()["provider_message"] == "リソースが見つかりません。"
 
-    httpx_mock.add_response(url=f"{FREEE}/api/1/partners/9?company_id={COMPANY_ID}", status_code=401,
-                            json={"message": "アクセストークンが無効です"})
+    # A 401: the token is refreshed at freee's token endpoint, the client in the form
+    # body, and the call sent once more; refused again, it is the connection's to fix.
+    for _ in range(2):
+        httpx_mock.add_response(url=f"{FREEE}/api/1/partners/9?company_id={COMPANY_ID}", status_code=401,
+                                json={"message": "アクセストークンが無効です"})
+    httpx_mock.add_response(method="POST", url="https://accounts.secure.freee.co.jp/public_api/token",
+                            json={"access_token": "fresh", "token_type": "bearer", "expires_in": 21600,
+                                  "refresh_token": "rotated"})
     denied = client.get("/accounting/contacts/9", headers=H)
     assert denied.status_code == 502 and denied.json()["code"] == "upstream_auth_failed"
     assert denied.json()["provider_message"] == "アクセストークンが無効です"
+    token_request, replay = httpx_mock.get_requests()[-2:]
+    assert dict(parse_qsl(token_request.content.decode())) == {
+        "grant_type": "refresh_token", "refresh_token": "freee-test-refresh",
+        "client_id": "freee-test-client", "client_secret": "freee-test-secret"}
+    assert "authorization" not in token_request.headers
+    assert replay.headers["authorization"] == "Bearer fresh"
 
 
 def test_ids_freee_cannot_have_are_404_without_a_call(client) -> None:

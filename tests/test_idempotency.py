@@ -8,8 +8,6 @@ retries, their timing or the instance they reach; the same answer to each.
 
 import asyncio
 import concurrent.futures
-import shutil
-import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,52 +15,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Server, clean_server, free_port
+from conftest import Server, clean_server
 from fake_provider import GATEWAY_KEY, FakeFormation, gateway_env, write_connections, write_mapping
 
 from gateway import idempotency
-from gateway.idempotency import Entry, RedisStore, SqliteStore
+from gateway.idempotency import Entries, Entry
+from gateway.store import RedisStore, SqliteStore, open_store as open_state_store
 
 # A waiting retry waits up to total_timeout for the first request's answer.
 LIMITS = {"read_timeout": 1.0, "total_timeout": 2.0}
-
-
-# -- a real redis-server -----------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    binary = shutil.which("redis-server") or ("/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None)
-    if binary is None:
-        pytest.fail("redis-server is not installed, and the Redis idempotency tests need it: "
-                    "install it (apt-get install redis-server; .ci/run does)")
-    try:
-        import redis
-    except ImportError:
-        pytest.fail("redis-py is not installed: pip install -e '.[test]'")
-    port = free_port()
-    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                                "--dir", str(tmp_path_factory.mktemp("redis"))],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    client = redis.Redis(port=port, socket_timeout=1)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"redis-server did not start on port {port}:\n{process.communicate()[0]}")
-            time.sleep(0.05)
-    client.close()
-    yield f"redis://127.0.0.1:{port}/0"
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    process.stdout.close()
 
 
 # -- (a) the stores ----------------------------------------------------------------------
@@ -72,9 +33,9 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable:
     """A factory of stores on one backend: each call is another process's view of it."""
     if request.param == "sqlite":
-        return lambda: SqliteStore(tmp_path / "idempotency.sqlite3")
+        return lambda: Entries(SqliteStore(tmp_path / "state.sqlite3"))
     url = request.getfixturevalue("redis_url")
-    return lambda: RedisStore(url)
+    return lambda: Entries(RedisStore(url))
 
 
 def test_reserve_get_complete_release(open_store):
@@ -101,7 +62,7 @@ def test_reserve_get_complete_release(open_store):
             assert await store.reserve(key, Entry("print-3")) is None  # free again
             await store.release(key)
         finally:
-            await store.aclose()
+            await store.store.aclose()
 
     asyncio.run(scenario())
 
@@ -118,8 +79,8 @@ def test_two_processes_share_one_store(open_store):
             await second.release(key)
             assert await first.get(key) is None
         finally:
-            await first.aclose()
-            await second.aclose()
+            await first.store.aclose()
+            await second.store.aclose()
 
     asyncio.run(scenario())
 
@@ -149,18 +110,23 @@ def test_a_waiting_retry_sees_the_answer_or_the_release(open_store):
             assert 0.25 < time.monotonic() - start < 2
             await store.release(pending)
         finally:
-            await store.aclose()
+            await store.store.aclose()
 
     asyncio.run(scenario())
 
 
-def test_open_store_reads_the_url(tmp_path, redis_url):
-    assert isinstance(idempotency.open_store(redis_url), RedisStore)
-    store = idempotency.open_store(f"sqlite://{tmp_path}/here.sqlite3")
+def test_open_store_reads_the_url(tmp_path, redis_url, monkeypatch):
+    assert isinstance(open_state_store(redis_url), RedisStore)
+    store = open_state_store(f"sqlite://{tmp_path}/here.sqlite3")
     assert isinstance(store, SqliteStore) and (tmp_path / "here.sqlite3").exists()
     asyncio.run(store.aclose())
     with pytest.raises(ValueError, match="redis://"):
-        idempotency.open_store("http://example.com/store")
+        open_state_store("http://example.com/store")
+    # Unset: a file that survives restarts, where XDG says state goes.
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    store = open_state_store(None)
+    assert (tmp_path / "state" / "gateway" / "state.sqlite3").exists()
+    asyncio.run(store.aclose())
 
 
 def test_a_redis_that_does_not_answer_is_a_503_before_any_create(tmp_path):

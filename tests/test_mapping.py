@@ -384,3 +384,27 @@ def test_ignored_fields_of_a_filter_over_a_list_of_strings(tmp_path):
     op = mapping.load(path).operations("contacts", "create")[0]
     assert op.ignored({"name": "x", "tracking_categories": ["class-1", "dept-2"], "email_address": "a@b.c"}) == \
         ["$.email_address"]
+
+
+# -- the context a mapping reads ---------------------------------------------------
+
+
+@pytest.mark.parametrize("where, expression, key", [
+    ("query", "context.region", "$.objects.contacts.list"),
+    ("unify", "context('region')", "$.objects.contacts.unify"),
+])
+def test_a_context_key_read_but_not_declared_is_refused(tmp_path, where, expression, key):
+    def change(spec):
+        if where == "query":
+            spec["objects"]["contacts"]["list"]["query"]["region"] = expression
+        else:
+            spec["objects"]["contacts"]["unify"]["company_info_id"] = expression
+    message = load_error(broken(tmp_path, change))
+    assert f": {key}: reads context key 'region', which the mapping's `context` does not declare" in message, message
+    declared = broken(tmp_path, lambda spec: (change(spec), spec.update(context={"region": {"description": "where"}})))
+    assert mapping.load(declared).context["region"].description == "where"
+
+
+def test_a_context_key_needs_its_description(tmp_path):
+    message = load_error(broken(tmp_path, lambda spec: spec.update(context={"region": {"type": "string"}})))
+    assert "$.context.region" in message and "description" in message, message

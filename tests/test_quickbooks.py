@@ -18,6 +18,7 @@ import httpx
 import msgspec
 import pytest
 from conftest import ROOT, Server, answer, clean_server, free_port, run_sdk_client
+from fake_oauth import CLIENT_ID, CLIENT_SECRET, FakeTokens
 from fake_quickbooks import REALM, TOKEN, FakeQuickBooks, RunningFake, parse_query
 
 from gateway import mapping
@@ -48,32 +49,37 @@ def fake(qbo: RunningFake) -> FakeQuickBooks:
     return qbo.fake
 
 
-def write_connections(directory: Path, base_url: str) -> Path:
+def write_connections(directory: Path, base_url: str, tokens: FakeTokens) -> Path:
+    def credentials(access_token: str) -> str:
+        return f"""\
+  token_url: {tokens.url}
+  credentials:
+    client_id: {CLIENT_ID}
+    client_secret: {CLIENT_SECRET}
+    refresh_token: {tokens.issue_refresh_token()}
+    access_token: {access_token}
+    expires_at: "2099-01-01T00:00:00Z"
+"""
+
     path = directory / "connections.yaml"
     path.write_text(f"""\
 - token: {CONNECTION}
   provider: quickbooks
   name: e2e-quickbooks
   base_url: {base_url}
-  credentials:
-    access_token: ${{QBO_E2E_ACCESS_TOKEN}}
-  context:
+{credentials('${QBO_E2E_ACCESS_TOKEN}')}  context:
     realm_id: "{REALM}"
     default_item_id: "1"
     default_expense_account_id: "13"
 - token: {EXPIRED}
   provider: quickbooks
   base_url: {base_url}
-  credentials:
-    access_token: not-the-access-token
-  context:
+{credentials('not-the-access-token')}  context:
     realm_id: "{REALM}"
 - token: {OTHER_REALM}
   provider: quickbooks
   base_url: {base_url}
-  credentials:
-    access_token: ${{QBO_E2E_ACCESS_TOKEN}}
-  context:
+{credentials('${QBO_E2E_ACCESS_TOKEN}')}  context:
     realm_id: "4620816365"
 """, encoding="utf-8")
     return path
@@ -82,13 +88,16 @@ def write_connections(directory: Path, base_url: str) -> Path:
 @pytest.fixture(scope="module")
 def gateway(qbo: RunningFake, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     directory = tmp_path_factory.mktemp("quickbooks")
+    tokens = FakeTokens(lifetime=3600).start()
     server = clean_server(["serve"], {"GATEWAY_API_KEYS": API_KEY,
-                                      "GATEWAY_CONNECTIONS": str(write_connections(directory, qbo.url)),
+                                      "GATEWAY_CONNECTIONS": str(write_connections(directory, qbo.url, tokens)),
+                                      "GATEWAY_STATE_URL": f"sqlite://{directory}/state.sqlite3",
                                       "QBO_E2E_ACCESS_TOKEN": TOKEN})
     yield server
     log = server.stop()
     assert "Traceback" not in log and "unexpected error" not in log, log
     assert TOKEN not in log, "the access token must never be logged"
+    tokens.stop()
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ import jmespath
 import msgspec
 import pytest
 from conftest import ROOT, Server, answer, clean_server, contact_input, openapi, run_sdk_client, seed
+from fake_oauth import CLIENT_ID, CLIENT_SECRET, FakeTokens
 from jmespath.exceptions import JMESPathTypeError
 
 from gateway import models
@@ -75,6 +76,7 @@ def prism(start_prism, shared: Path):
 @pytest.fixture(scope="module")
 def gateway(prism, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     directory = tmp_path_factory.mktemp("xero")
+    tokens = FakeTokens().start()
     # Only this mapping, so the test stands on it alone.
     mappings = directory / "mappings"
     mappings.mkdir()
@@ -85,8 +87,13 @@ def gateway(prism, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
   name: xero-prism
   provider: xero
   base_url: {prism.url}
+  token_url: {tokens.url}
   credentials:
+    client_id: {CLIENT_ID}
+    client_secret: {CLIENT_SECRET}
+    refresh_token: {tokens.issue_refresh_token()}
     access_token: ${{XERO_TEST_ACCESS_TOKEN}}
+    expires_at: "2099-01-01T00:00:00Z"   # valid: the token endpoint is never asked
   context:
     tenant_id: "{TENANT_ID}"
 """, encoding="utf-8")
@@ -96,6 +103,8 @@ def gateway(prism, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
     log = server.stop()
     assert "Traceback" not in log and "unexpected error" not in log, log
     assert ACCESS_TOKEN not in log, "the access token reaches Xero in a header and never the log"
+    assert tokens.grants == []
+    tokens.stop()
 
 
 @pytest.fixture(scope="module")

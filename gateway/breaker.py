@@ -1,0 +1,46 @@
+"""A circuit breaker: stop calling a provider that keeps failing, for a while.
+
+One per connection (its `ConnectionState`), so one customer's failing
+credentials or account never pauses another customer's calls."""
+
+import time
+
+from .mapping import BreakerSpec
+
+
+class Breaker:
+    """Closed until `failures` failed calls in a row; then open (fail fast) for
+    `reset_after` seconds; then half-open: one probe decides."""
+
+    __slots__ = ("spec", "failures", "opened_at", "probe_at")
+
+    def __init__(self, spec: BreakerSpec):
+        self.spec = spec
+        self.failures = 0
+        self.opened_at: float | None = None
+        self.probe_at: float | None = None  # when the half-open probe went out
+
+    def retry_after(self) -> float | None:
+        """None: the call may go. Otherwise seconds until a probe may."""
+        if self.opened_at is None:
+            return None
+        now = time.monotonic()
+        waited = now - self.opened_at
+        if waited < self.spec.reset_after:
+            return self.spec.reset_after - waited
+        # A probe that never reported back (cancelled) must not hold the circuit open.
+        if self.probe_at is not None and now - self.probe_at < self.spec.reset_after:
+            return 1.0
+        self.probe_at = now
+        return None
+
+    def succeeded(self) -> None:
+        self.failures = 0
+        self.opened_at = None
+        self.probe_at = None
+
+    def failed(self) -> None:
+        self.failures += 1
+        if self.probe_at is not None or self.failures >= self.spec.failures:
+            self.opened_at = time.monotonic()
+        self.probe_at = None

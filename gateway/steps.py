@@ -1,0 +1,76 @@
+"""The steps every handler walks after routing: compiled operation -> auth and
+upstream call -> unify, each failure turned into the unified error that says
+whose it is (the caller's 422, the provider's 502)."""
+
+import logging
+from typing import Any
+
+import msgspec
+from starlette.responses import Response
+
+from .connections import Connection
+from .errors import GatewayError, bad_gateway, not_implemented, unprocessable
+from .models import UnifiedObject
+from .operation import Operation, TranslationError
+from .unify import UnifyError
+from .upstream import Upstream
+
+log = logging.getLogger("gateway")
+
+_encode = msgspec.json.Encoder().encode
+
+
+def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(_encode(content), status, headers, media_type="application/json")
+
+
+def operations(conn: Connection, obj: UnifiedObject, verb: str) -> tuple[Operation, ...]:
+    ops = conn.provider.operations(obj.name, verb)
+    if not ops:
+        raise not_implemented(conn.provider.name, f"{verb} {obj.name}")
+    return ops
+
+
+def document(query: dict[str, str], conn: Connection, **parts: Any) -> dict[str, Any]:
+    """The request document a mapping's request-side expressions read."""
+    return {"query": query, "context": conn.context, **parts}
+
+
+async def call(upstream: Upstream, conn: Connection, op: Operation, doc: dict, query: list | None = None) -> Any:
+    try:
+        upstream_request = op.request(doc, conn.options)
+    except TranslationError as exc:
+        raise unprocessable("untranslatable", f"cannot translate the request for {conn.provider.name}: {exc}",
+                            provider=conn.provider.name) from None
+    if query is not None:
+        upstream_request.query = query
+    return await upstream.send(conn, upstream_request)
+
+
+def extract(conn: Connection, expression, data: Any, what: str) -> Any:
+    try:
+        return expression.search(data, options=conn.options)
+    except Exception as exc:  # a mapping expression failing on an odd response
+        raise bad_gateway("upstream_unmappable", f"cannot read {what} from {conn.provider.name}'s response: {exc}",
+                          provider=conn.provider.name) from None
+
+
+def unify(conn: Connection, op: Operation, record: Any, remote_data: bool, body: dict | None = None):
+    try:
+        return op.unify(record, conn.options, remote_data, body)
+    except UnifyError as exc:
+        raise _unmappable(conn, op, exc) from None
+
+
+def unify_page(conn: Connection, op: Operation, records: list, remote_data: bool) -> list:
+    unifier, options = op.unifier.unify, conn.options  # a list's records echo nothing: straight to the unifier
+    try:
+        return [unifier(record, options, remote_data) for record in records]
+    except UnifyError as exc:
+        raise _unmappable(conn, op, exc) from None
+
+
+def _unmappable(conn: Connection, op: Operation, exc: UnifyError) -> GatewayError:
+    log.error("%s: %s answered a record that does not unify: %s", conn.name, op.key, exc)
+    return bad_gateway("upstream_unmappable", f"{conn.provider.name} answered a record the mapping cannot read: {exc}",
+                       provider=conn.provider.name)
