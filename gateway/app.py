@@ -1,10 +1,12 @@
 """Assemble the ASGI app from settings: mappings, connections, routes, errors."""
 
+import asyncio
 import contextlib
 import logging
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 
 import httpx
 from starlette.applications import Starlette
@@ -21,6 +23,7 @@ from .errors import GatewayError, internal_error
 from .listing import Listing
 from .records import REPLAYED_HEADERS, Records
 from .routes import Gateway
+from .runtime import Runtime, Snapshot, mapping_files
 from .settings import DEMO_API_KEY, SANDBOX_TOKEN, ConfigError, Settings, from_environ
 from .store import open_store
 from .upstream import open_upstream
@@ -31,12 +34,13 @@ log = logging.getLogger("gateway")
 SANDBOX_URL = "http://formation.sandbox.invalid"
 
 
-def _embedded_connections(providers: dict[str, mapping.Provider], keeper: auth.Keeper) -> Connections:
-    if "formation" not in providers:
-        raise ConfigError("the embedded default needs the formation mapping, which is missing from the mappings directory")
+def _embedded_connections(providers: dict[str, mapping.Provider], keeper: auth.Keeper,
+                          previous: Connections | None) -> Connections:
     entry = ConnectionEntry(token=SANDBOX_TOKEN, provider="formation", name="sandbox-formation", base_url=SANDBOX_URL,
                             credentials={"api_key": sandbox.API_KEY}, context={"company_id": sandbox.COMPANY_ID})
-    return Connections({SANDBOX_TOKEN: connections.Connection(entry, providers["formation"], "embedded sandbox", keeper)})
+    conn = connections.Connection(entry, providers["formation"], "embedded sandbox", keeper,
+                                  previous.resolve(SANDBOX_TOKEN) if previous else None)
+    return Connections({SANDBOX_TOKEN: conn})
 
 
 class App:
@@ -61,7 +65,6 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] = os
     `transport`: send every upstream call through this httpx transport instead
     of the network (the embedded sandbox does; so do the translation tests)."""
     settings = settings or from_environ(environ)
-    providers = mapping.load_dir(settings.mappings_dir)
     if settings.embedded:
         transport = transport or httpx.ASGITransport(app=sandbox.create_app())
     upstream = open_upstream(transport)
@@ -70,8 +73,19 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] = os
     except (ValueError, OSError, sqlite3.Error) as exc:
         raise ConfigError(f"GATEWAY_STATE_URL: {exc}") from None
     keeper = auth.Keeper(store, upstream.exchange)
+
+    def build(previous: Snapshot | None) -> Snapshot:
+        providers = mapping.load_dirs(settings.mappings_dirs)
+        old = previous.connections if previous else None
+        if settings.embedded:
+            return Snapshot(providers, _embedded_connections(providers, keeper, old))
+        return Snapshot(providers, connections.load(settings.connections_file, providers, environ, keeper, old))
+
+    def watched() -> list[Path]:
+        files = mapping_files(settings.mappings_dirs)
+        return files + [settings.connections_file] if settings.connections_file else files
+
     if settings.embedded:
-        conns = _embedded_connections(providers, keeper)
         keys = settings.api_keys
         if not keys:
             keys = [DEMO_API_KEY]
@@ -84,15 +98,16 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] = os
         if not settings.api_keys:
             raise ConfigError("GATEWAY_API_KEYS is not set: with GATEWAY_CONNECTIONS configured, "
                               "the gateway needs at least one API key (comma-separated)")
-        conns = connections.load(settings.connections_file, providers, environ, keeper)
         keys = settings.api_keys
+    runtime = Runtime(build, watched)
     if settings.cursor_secret_is_random:
         log.info("GATEWAY_CURSOR_SECRET is not set: cursors are valid for this process only")
 
     records = Records(upstream, idempotency.Once(store, REPLAYED_HEADERS), settings.max_body_bytes)
-    gateway = Gateway(ApiKeys(keys), conns, records, Listing(upstream, Cursors(settings.cursor_secret)))
+    gateway = Gateway(ApiKeys(keys), runtime, records, Listing(upstream, Cursors(settings.cursor_secret)))
+    providers = runtime.current.providers
     log.info("gateway ready: %d provider mapping(s) (%s), %d connection(s)",
-             len(providers), ", ".join(sorted(providers)), len(conns))
+             len(providers), ", ".join(sorted(providers)), len(runtime.current.connections))
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -111,7 +126,9 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] = os
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        watching = asyncio.get_running_loop().create_task(runtime.watch())
         yield
+        watching.cancel()
         await upstream.aclose()
         await store.aclose()
 

@@ -55,9 +55,12 @@ class ConnectionState:
 
 
 class Connection:
-    __slots__ = ("name", "provider", "base_url", "headers", "context", "options", "scope", "state")
+    __slots__ = ("entry", "name", "provider", "base_url", "headers", "context", "options", "scope", "state")
 
-    def __init__(self, entry: ConnectionEntry, provider: Provider, where: str, keeper: auth.Keeper):
+    def __init__(self, entry: ConnectionEntry, provider: Provider, where: str, keeper: auth.Keeper,
+                 previous: "Connection | None" = None):
+        """`previous`: this connection as the configuration before a reload had it."""
+        self.entry = entry
         self.name = entry.name or where
         self.provider = provider
         self.base_url = (entry.base_url or provider.base_url).rstrip("/")
@@ -78,7 +81,12 @@ class Connection:
         self.scope = hashlib.sha256(entry.token.encode()).digest()
         credentials = auth.for_connection(provider, entry.credentials, entry.token_url, self.scope.hex(), keeper,
                                           self.name, where)
-        self.state = ConnectionState(credentials, Breaker(provider.breaker))
+        if previous is not None and previous.entry == entry and previous.provider.auth == provider.auth:
+            # Unchanged: its tokens, breaker and calls under way go on.
+            self.state = previous.state
+            self.state.breaker.spec = provider.breaker
+        else:
+            self.state = ConnectionState(credentials, Breaker(provider.breaker))
 
 
 _TYPES = {"string": str, "integer": int, "number": (int, float), "boolean": bool, "list": list, "object": dict}
@@ -195,7 +203,9 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return f"{what or 'invalid YAML'} (line {mark.line + 1}, column {mark.column + 1})"
 
 
-def load(path: Path, providers: dict[str, Provider], environ: Mapping[str, str], keeper: auth.Keeper) -> Connections:
+def load(path: Path, providers: dict[str, Provider], environ: Mapping[str, str], keeper: auth.Keeper,
+         previous: Connections | None = None) -> Connections:
+    """The connections file, compiled; `previous`: the connections it replaces on a reload."""
     try:
         raw = yaml.load(path.read_text(encoding="utf-8"), Loader=SafeLoader)
     except OSError as exc:
@@ -218,6 +228,7 @@ def load(path: Path, providers: dict[str, Provider], environ: Mapping[str, str],
             raise ConfigError(f"{where}: unknown provider {entry.provider!r}; mapped providers: {', '.join(sorted(providers)) or 'none'}")
         if entry.token in connections:
             raise ConfigError(f"{where}: the same token is given to an earlier connection")
-        connections[entry.token] = Connection(entry, provider, where, keeper)
+        connections[entry.token] = Connection(entry, provider, where, keeper,
+                                              previous.resolve(entry.token) if previous else None)
     return Connections(connections)
 

@@ -335,6 +335,20 @@ def _check_context_reads(spec: MappingFile, headers: dict[str, Any], objects: di
                                        f"(declared: {declared})")
 
 
+def load_dirs(directories: list[Path]) -> dict[str, Provider]:
+    """The first directory's mappings (the bundled ones), then each other's: a
+    provider mapped again there replaces the first's, once."""
+    providers = load_dir(directories[0])
+    added: dict[str, Path] = {}
+    for directory in directories[1:]:
+        for name, provider in load_dir(directory).items():
+            if name in added:
+                raise MappingError(provider.source, "$.provider", f"{name!r} is also mapped by {added[name]}")
+            added[name] = provider.source
+            providers[name] = provider
+    return providers
+
+
 def load_dir(directory: Path) -> dict[str, Provider]:
     if not directory.is_dir():
         raise MappingError(directory, "$", "no such directory of mapping files")

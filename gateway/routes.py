@@ -14,11 +14,12 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from .call import Call
-from .connections import ApiKeys, Connection, Connections
+from .connections import ApiKeys, Connection
 from .errors import GatewayError, internal_error, shutting_down
 from .listing import Listing
 from .models import OBJECTS, UnifiedObject
 from .records import Records
+from .runtime import Runtime
 
 log = logging.getLogger("gateway")
 
@@ -26,9 +27,9 @@ Handler = Callable[[Call, Connection, UnifiedObject], Awaitable[Response]]
 
 
 class Gateway:
-    def __init__(self, api_keys: ApiKeys, connections: Connections, records: Records, listing: Listing):
+    def __init__(self, api_keys: ApiKeys, runtime: Runtime, records: Records, listing: Listing):
         self.api_keys = api_keys
-        self.connections = connections
+        self.runtime = runtime  # its snapshot is read once per call: a reload never changes a call under way
         # /accounting/{object}/ is the collection too, as it was when it redirected there.
         self._collection: dict[str, Handler] = {"GET": listing, "POST": records.create}
         self._record: dict[str, Handler] = {"GET": records.retrieve}
@@ -39,7 +40,8 @@ class Gateway:
         call = Call(scope, receive)
         try:
             handler = self._route(call)
-            conn = self.connections.authorize(self.api_keys, call.header(b"x-api-key"), call.header(b"x-connection-token"))
+            conn = self.runtime.current.connections.authorize(self.api_keys, call.header(b"x-api-key"),
+                                                              call.header(b"x-connection-token"))
             response = await handler(call, conn, self._object(call))
         except GatewayError as exc:
             response = exc.response()

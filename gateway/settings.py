@@ -25,7 +25,9 @@ def bundled_mappings() -> Path:
 class Settings(msgspec.Struct, kw_only=True):
     api_keys: list[str]
     connections_file: Path | None
-    mappings_dir: Path
+    # The bundled mappings, then the operator's directories: a provider mapped
+    # there replaces the bundled mapping of the same name.
+    mappings_dirs: list[Path]
     # Signs cursors; set it when several instances serve the same clients,
     # or cursors issued by one are refused by the others (and after a restart).
     cursor_secret: bytes
@@ -48,7 +50,7 @@ def from_environ(environ: Mapping[str, str] = os.environ) -> Settings:
     return Settings(
         api_keys=keys,
         connections_file=Path(connections) if connections else None,
-        mappings_dir=Path(mappings) if mappings else bundled_mappings(),
+        mappings_dirs=[bundled_mappings(), *(Path(d) for d in (mappings or "").split(":") if d)],
         cursor_secret=secret.encode() if secret else secrets.token_bytes(32),
         cursor_secret_is_random=secret is None,
         # GATEWAY_IDEMPOTENCY_URL: its name before the store held more than idempotency.

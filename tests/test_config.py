@@ -269,7 +269,7 @@ def test_from_environ_defaults():
     settings = from_environ({})
     assert settings.api_keys == []
     assert settings.connections_file is None and settings.embedded
-    assert settings.mappings_dir == bundled_mappings()
+    assert settings.mappings_dirs == [bundled_mappings()]
     assert settings.cursor_secret_is_random and len(settings.cursor_secret) >= 32
     assert from_environ({}).cursor_secret != settings.cursor_secret
 
@@ -279,13 +279,13 @@ def test_from_environ_reads_the_gateway_variables(tmp_path):
                              "GATEWAY_MAPPINGS": str(tmp_path), "GATEWAY_CURSOR_SECRET": "shh"})
     assert settings.api_keys == ["k1", "k2"]
     assert settings.connections_file == tmp_path / "c.yaml" and not settings.embedded
-    assert settings.mappings_dir == tmp_path
+    assert settings.mappings_dirs == [bundled_mappings(), tmp_path]
     assert settings.cursor_secret == b"shh" and not settings.cursor_secret_is_random
 
 
 def test_empty_variables_count_as_unset():
     settings = from_environ({"GATEWAY_CONNECTIONS": "", "GATEWAY_MAPPINGS": "", "GATEWAY_CURSOR_SECRET": ""})
-    assert settings.embedded and settings.mappings_dir == bundled_mappings() and settings.cursor_secret_is_random
+    assert settings.embedded and settings.mappings_dirs == [bundled_mappings()] and settings.cursor_secret_is_random
 
 
 # -- create_app -------------------------------------------------------------------------
@@ -328,10 +328,18 @@ def test_a_missing_mappings_directory_fails_at_start(tmp_path):
         create_app(None, environ={"GATEWAY_MAPPINGS": str(tmp_path / "none")})
 
 
-def test_the_embedded_default_without_formation_fails_clearly(tmp_path):
-    (tmp_path / "acme.yaml").write_text("provider: acme\nbase_url: https://a.test\nauth: {type: none}\n")
-    with pytest.raises(ConfigError, match="formation mapping"):
-        create_app(None, environ={"GATEWAY_MAPPINGS": str(tmp_path)})
+def test_gateway_mappings_adds_to_the_bundled_ones_and_replaces_by_name(tmp_path):
+    """An operator adds a provider, or fixes a bundled one, without a source checkout."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir(), second.mkdir()
+    (first / "acme.yaml").write_text("provider: acme\nbase_url: https://a.test\nauth: {type: none}\n")
+    (second / "my-xero.yaml").write_text("provider: xero\nbase_url: https://xero.test\nauth: {type: none}\n")
+    providers = mapping.load_dirs(from_environ({"GATEWAY_MAPPINGS": f"{first}:{second}"}).mappings_dirs)
+    assert {"formation", "freee", "quickbooks", "acme", "xero"} <= set(providers)
+    assert providers["xero"].base_url == "https://xero.test" and providers["formation"].source.parent == bundled_mappings()
+    (second / "acme.yaml").write_text("provider: acme\nbase_url: https://b.test\nauth: {type: none}\n")
+    with pytest.raises(MappingError, match="'acme' is also mapped by"):
+        mapping.load_dirs(from_environ({"GATEWAY_MAPPINGS": f"{first}:{second}"}).mappings_dirs)
 
 
 def test_the_embedded_default_serves_the_sandbox_with_the_demo_key():
