@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from conftest import Server, answer, clean_server
+from conftest import answer, clean_server
 from fake_provider import GATEWAY_KEY, FakeFormation, gateway_env, write_connections, write_mapping
 
 GOES_LIVE = 2.0  # seconds an edit may take to serve
