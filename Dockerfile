@@ -6,7 +6,13 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
 COPY mappings ./mappings
-RUN pip install . && useradd --system --uid 10001 --no-create-home gateway
+RUN pip install . && useradd --system --uid 10001 --no-create-home gateway \
+ && mkdir -p /var/lib/gateway && chown gateway /var/lib/gateway
+
+# The state store (rotated OAuth2 tokens, Idempotency-Key answers) must outlive
+# the container: mount a volume here, or point GATEWAY_STATE_URL at Redis.
+ENV GATEWAY_STATE_URL=sqlite:////var/lib/gateway/state.sqlite3
+VOLUME /var/lib/gateway
 
 USER gateway
 EXPOSE 8000
