@@ -39,14 +39,15 @@ class NetworkExchange:
 
     def __init__(self) -> None:
         self._client = transport.Client()
-        self._by_provider: dict[str, transport.Timeouts] = {}
+        # By value, not by provider name: a reload may change a provider's limits.
+        self._timeouts_of: dict[tuple[float, float, float], transport.Timeouts] = {}
 
     def _timeouts(self, provider: Provider) -> transport.Timeouts:
-        timeouts = self._by_provider.get(provider.name)
+        limits = provider.limits
+        key = (limits.connect_timeout, limits.read_timeout, limits.total_timeout)
+        timeouts = self._timeouts_of.get(key)
         if timeouts is None:
-            limits = provider.limits
-            timeouts = transport.Timeouts(limits.connect_timeout, limits.read_timeout, limits.total_timeout)
-            self._by_provider[provider.name] = timeouts
+            timeouts = self._timeouts_of[key] = transport.Timeouts(*key)
         return timeouts
 
     async def __call__(self, provider: Provider, method: str, url: str, query: list, headers: dict,
