@@ -32,6 +32,7 @@ class FakeTokens:
         self.revoked_all = False
         self._numbers = itertools.count(1)
         self._refresh: dict[str, bool] = {}  # refresh token -> still good
+        self._revoked: set[str] = set()
         self._access: dict[str, float] = {}  # access token -> expires (monotonic)
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -66,9 +67,14 @@ class FakeTokens:
             self._access.pop(access_token, None)
 
     def revoke_all_grants(self) -> None:
-        """The customer disconnected the app: every refresh token is refused."""
+        """The customer disconnected the app: every refresh token is refused, now and later."""
         with self._lock:
             self.revoked_all = True
+
+    def disconnect(self) -> None:
+        """The customer disconnected the app: the refresh tokens given so far are refused."""
+        with self._lock:
+            self._revoked.update(token for token, good in self._refresh.items() if good)
 
     def valid(self, headers: dict[str, str]) -> bool:
         scheme, _, token = headers.get("authorization", "").partition(" ")
@@ -119,7 +125,7 @@ class FakeTokens:
                 presented = form.get("refresh_token", "")
                 if self._refresh.get(presented) is False:
                     self.reused.append(presented)
-                if self.revoked_all or not self._refresh.get(presented):
+                if self.revoked_all or presented in self._revoked or not self._refresh.get(presented):
                     return 400, {"error": "invalid_grant", "error_description": "refresh token is invalid"}
                 self._refresh[presented] = False  # spent
                 answer["refresh_token"] = rotated = f"rt-{next(self._numbers)}-rotated"

@@ -153,12 +153,17 @@ def test_a_file_access_token_is_used_while_it_is_valid(setup):
     assert setup.tokens.count() == 0
 
 
-def test_a_restart_goes_on_with_the_rotated_tokens(setup):
+def served_once(setup: Setup, name: str) -> None:
+    """A gateway that serves one call, refreshing the file's tokens, then stops."""
     setup.write_connections(setup.tokens.issue_refresh_token())
     first = setup.gateway()
     with client(first) as c:
-        answer(retrieve(c, "ok~before"), 200)
+        answer(retrieve(c, name), 200)
     setup.stop(first)
+
+
+def test_a_restart_goes_on_with_the_rotated_tokens(setup):
+    served_once(setup, "ok~before")
     time.sleep(LIFETIME)  # the access token has died: the next call must refresh with the rotated token
     second = setup.gateway()
     with client(second) as c:
@@ -168,14 +173,10 @@ def test_a_restart_goes_on_with_the_rotated_tokens(setup):
 
 
 def test_a_new_authorization_in_the_file_wins_over_the_persisted_tokens(setup):
-    setup.write_connections(setup.tokens.issue_refresh_token())
-    first = setup.gateway()
-    with client(first) as c:
-        answer(retrieve(c, "ok~old"), 200)
-    setup.stop(first)
-    setup.tokens.revoke_all_grants()  # the customer disconnected the app...
-    setup.tokens.revoked_all = False
+    served_once(setup, "ok~old")
+    setup.tokens.disconnect()  # the customer disconnected the app: the stored refresh token is refused...
     setup.write_connections(setup.tokens.issue_refresh_token())  # ...and authorized it again
+    time.sleep(LIFETIME)  # so the next call must refresh, with the file's new token
     with client(setup.gateway()) as c:
         answer(retrieve(c, "ok~new"), 200)
     assert setup.tokens.count() == 2 and setup.tokens.reused == []

@@ -19,7 +19,28 @@ from gateway.transport import Client, TimedOut, Timeouts, TooLarge, Unreachable
 TIMEOUTS = Timeouts(connect=2, read=5, total=5)
 
 
-class SlowServer:
+class Loopback:
+    """A server on 127.0.0.1 for the test's `handle`; `async with` gives its URL."""
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> str:
+        self.tasks: set[asyncio.Task] = set()
+        self.server = await asyncio.start_server(self._track, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/x"
+
+    async def _track(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.tasks.add(asyncio.current_task())
+        await self.handle(reader, writer)
+
+    async def __aexit__(self, *exc) -> None:
+        self.server.close()
+        if self.tasks:
+            await asyncio.wait(self.tasks, timeout=2)  # they end when the client has closed
+
+
+class SlowServer(Loopback):
     """Answers every request after `delay` seconds; counts the connections open at once."""
 
     def __init__(self, delay: float):
@@ -40,13 +61,6 @@ class SlowServer:
         finally:
             self.open -= 1
             writer.close()
-
-    async def __aenter__(self) -> str:
-        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
-        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/x"
-
-    async def __aexit__(self, *exc) -> None:
-        self.server.close()
 
 
 def send(client: Client, url: str, pool_size: int, timeouts: Timeouts = TIMEOUTS):
@@ -89,7 +103,7 @@ def test_a_waiter_that_gives_up_leaves_the_slot_to_the_others():
 
 # -- a hostile provider: answers played as raw bytes ------------------------------------
 
-class Scripted:
+class Scripted(Loopback):
     """A provider that answers each request it reads with the next script: a
     list of bytes to write, seconds to wait, and CLOSE. Counts connections,
     so a test can tell whether the client kept one."""
@@ -100,11 +114,9 @@ class Scripted:
     def __init__(self, *scripts: list):
         self.scripts = list(scripts)
         self.accepted = 0
-        self.tasks: set[asyncio.Task] = set()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
-        self.tasks.add(asyncio.current_task())
         try:
             while await reader.readuntil(b"\r\n\r\n"):
                 for step in self.scripts.pop(0):
@@ -124,14 +136,6 @@ class Scripted:
             pass
         finally:
             writer.close()
-
-    async def __aenter__(self) -> str:
-        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
-        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/x"
-
-    async def __aexit__(self, *exc) -> None:
-        self.server.close()
-        await asyncio.wait(self.tasks, timeout=2)  # they end when the client has closed
 
 
 def ok(body: bytes = b'{"id":"mine"}', status: str = "200 OK") -> bytes:
