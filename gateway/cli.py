@@ -74,6 +74,8 @@ def _check(args: argparse.Namespace) -> int:
                 continue
             line += f", {ran} example(s) passed"
         print(line)
+        for warning in provider.warnings:
+            print(f"warn {path}: {warning}")
     return 1 if failed else 0
 
 

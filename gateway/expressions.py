@@ -289,7 +289,8 @@ def _reads(node: dict) -> set[tuple[str, ...]]:
     children = node.get("children", [])
     if kind == "field":
         return {(node["value"],)}
-    if kind == "literal":
+    if kind in ("literal", "expref"):
+        # &expr reads the elements of another argument (map, sort_by), not the document.
         return set()
     if kind == "slice":
         return {()}  # its children are the numbers start:stop:step, not nodes
@@ -313,12 +314,17 @@ def context_reads(expression: Expression) -> set[str]:
     """The connection context keys an expression reads: `context.X` in the
     request document, or `context('X')` where the document has no `context`."""
     keys = {path[1] for path in reads(expression) if len(path) > 1 and path[0] == "context"}
+    keys.update(args[0]["value"] for name, args in calls(expression)
+                if name == "context" and args and args[0]["type"] == "literal" and isinstance(args[0]["value"], str))
+    return keys
+
+
+def calls(expression: Expression) -> Iterator[tuple[str, list[dict]]]:
+    """Every function call in an expression: its name and its argument nodes."""
     pending = [expression.parsed]
     while pending:
         node = pending.pop()
-        children = node.get("children", [])
-        if node["type"] == "function_expression" and node["value"] == "context" and children \
-                and children[0]["type"] == "literal" and isinstance(children[0]["value"], str):
-            keys.add(children[0]["value"])
-        pending.extend(c for c in children if isinstance(c, dict))
-    return keys
+        children = [c for c in node.get("children", []) if isinstance(c, dict)]
+        if node["type"] == "function_expression":
+            yield node["value"], children
+        pending.extend(children)

@@ -5,6 +5,7 @@ provider request and how provider records become unified ones. The README's
 "Mapping files" section is the operator's guide; this module is its grammar.
 """
 
+import difflib
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -15,7 +16,8 @@ import yaml
 # libyaml's loader where PyYAML has it: several times faster, and start-up is measured.
 SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-from .expressions import ExpressionError, compile_expression, context_reads
+from .expressions import ExpressionError, calls, compile_expression, context_reads, reads
+from .functions import Functions
 from .models import OBJECTS
 from .operation import Operation
 from .unify import Unifier
@@ -198,6 +200,7 @@ class Provider(msgspec.Struct):
     retries: RetrySpec
     breaker: BreakerSpec
     source: Path
+    warnings: list[str] = []  # mistakes that do not stop it serving (`gateway check` prints them)
 
     def operations(self, obj: str, verb: str) -> tuple[Operation, ...]:
         found = self.objects.get(obj)
@@ -299,7 +302,7 @@ def _compile(spec: MappingFile, path: Path) -> Provider:
             operations[verb] = tuple(compiled)
         objects[name] = ProviderObject(operations)
     headers = {k: compile_expression(v, f"$.headers.{k}") for k, v in spec.headers.items()}
-    _check_context_reads(spec, headers, objects)
+    warnings = _check(spec, headers, objects)
     return Provider(
         name=spec.provider,
         base_url=spec.base_url.rstrip("/"),
@@ -315,24 +318,73 @@ def _compile(spec: MappingFile, path: Path) -> Provider:
         retries=spec.retries,
         breaker=spec.breaker,
         source=path,
+        warnings=warnings,
     )
 
 
-def _check_context_reads(spec: MappingFile, headers: dict[str, Any], objects: dict[str, "ProviderObject"]) -> None:
-    """Every context key an expression reads is declared under `context`, so a
-    connection is checked against the keys its mapping really reads."""
-    read: list[tuple[str, Any]] = [(f"$.headers.{k}", e) for k, e in headers.items()]
+# What a request-side expression reads: the request document's members, and a page's.
+DOCUMENT = ("body", "id", "query", "page", "context")
+PAGE = ("limit", "offset", "start", "number", "token")
+_FUNCTIONS = Functions.FUNCTION_TABLE
+
+
+def _near(name: str, known) -> str:
+    found = difflib.get_close_matches(name, list(known), 1)
+    return f"; did you mean {found[0]!r}?" if found else f"; known: {', '.join(sorted(known))}"
+
+
+def _check(spec: MappingFile, headers: dict[str, Any], objects: dict[str, "ProviderObject"]) -> list[str]:
+    """What compiling each expression alone cannot see: a function or value map
+    that does not exist, a read of the request document it does not hold, a
+    context key the mapping does not declare. Mistakes that are errors raise;
+    the rest come back as warnings."""
+    request_side = [(f"$.headers.{k}", e, ("context",)) for k, e in headers.items()]
+    other = []
     for obj in objects.values():
         for ops in obj.operations.values():
             for op in ops:
-                read += [(op.key, e) for e in (op.when, op.query, op.headers, op.body) if e is not None]
-                read += [(f"{op.key}.path", e) for e in op.path if not isinstance(e, str)]
-                read.append((op.unifier.key, op.unifier.expression))
-    for key, expression in read:
+                request_side += [(op.key, e, DOCUMENT) for e in (op.when, op.query, op.headers, op.body) if e is not None]
+                for e in op.path:
+                    if not isinstance(e, str):
+                        if not reads(e) - {()}:
+                            raise ExpressionError(f"{op.key}.path", f"the placeholder {{{e.expression}}} reads nothing "
+                                                                    "from the request: name a member, e.g. {id}")
+                        request_side.append((f"{op.key}.path", e, DOCUMENT))
+                other += [(op.key, e) for e in (op.record, op.records, op.total, op.next, op.count) if e is not None]
+                other.append((op.unifier.key, op.unifier.expression))
+                for path in reads(op.unifier.expression):
+                    if path[:1] == ("context",):
+                        raise ExpressionError(op.unifier.key, f"reads context.{'.'.join(path[1:])}, but unify reads a "
+                                                              f"provider record: use context('{path[1] if len(path) > 1 else 'key'}')")
+    for key, expression, roots in request_side:
+        for path in reads(expression):
+            if path and path[0] not in roots:
+                raise ExpressionError(key, f"reads {path[0]!r}, which the request document does not hold: "
+                                           f"it holds {', '.join(roots)}{_near(path[0], roots)}")
+            if path[:1] == ("page",) and len(path) > 1 and path[1] not in PAGE:
+                raise ExpressionError(key, f"reads page.{path[1]}, which a page does not hold{_near(path[1], PAGE)}")
+    used_maps: set[str] = set()
+    for key, expression, *_ in request_side + other:
+        for name, args in calls(expression):
+            function = _FUNCTIONS.get(name)
+            if function is None:
+                raise ExpressionError(key, f"unknown function {name}(){_near(name, _FUNCTIONS)}")
+            wanted = function["signature"]
+            variadic = bool(wanted) and wanted[-1].get("variadic", False)
+            if len(args) < len(wanted) - variadic or (not variadic and len(args) > len(wanted)):
+                raise ExpressionError(key, f"{name}() takes {len(wanted)}{' or more' if variadic else ''} "
+                                           f"argument(s), not {len(args)}")
+            if name in ("to_remote", "to_unified") and args[1]["type"] == "literal" and isinstance(args[1]["value"], str):
+                table = args[1]["value"]
+                if table not in spec.values:
+                    raise ExpressionError(key, f"{name}() names the value map {table!r}, which `values` does not "
+                                               f"hold{_near(table, spec.values) if spec.values else ''}")
+                used_maps.add(table)
         for name in sorted(context_reads(expression) - spec.context.keys()):
             declared = ", ".join(sorted(spec.context)) or "none"
             raise ExpressionError(key, f"reads context key {name!r}, which the mapping's `context` does not declare "
                                        f"(declared: {declared})")
+    return [f"$.values.{name}: no expression uses this value map" for name in sorted(spec.values.keys() - used_maps)]
 
 
 def load_dirs(directories: list[Path]) -> dict[str, Provider]:

@@ -408,3 +408,55 @@ def test_a_context_key_read_but_not_declared_is_refused(tmp_path, where, express
 def test_a_context_key_needs_its_description(tmp_path):
     message = load_error(broken(tmp_path, lambda spec: spec.update(context={"region": {"type": "string"}})))
     assert "$.context.region" in message and "description" in message, message
+
+
+# -- mistakes no single expression shows ------------------------------------------
+
+
+def _set(path: str, value):
+    """A change setting spec[a][b]... = value, path dotted."""
+    def change(spec: dict) -> None:
+        *parents, last = path.split(".")
+        node = spec
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    return change
+
+
+@pytest.mark.parametrize("path, value, key, reason", [
+    ("objects.contacts.unify.name", "to_strin(name)", "$.objects.contacts.unify",
+     "unknown function to_strin(); did you mean 'to_string'?"),
+    ("objects.contacts.unify.name", "to_string(name, name)", "$.objects.contacts.unify",
+     "to_string() takes 1 argument(s), not 2"),
+    ("objects.contacts.unify.status", "to_unified(status, 'statuz')", "$.objects.contacts.unify",
+     "to_unified() names the value map 'statuz', which `values` does not hold; did you mean 'status'?"),
+    ("objects.contacts.list.query", {"offset": "paeg.offset"}, "$.objects.contacts.list",
+     "reads 'paeg', which the request document does not hold: it holds body, id, query, page, context; did you mean 'page'?"),
+    ("objects.contacts.list.query", {"offset": "page.numbr"}, "$.objects.contacts.list",
+     "reads page.numbr, which a page does not hold; did you mean 'number'?"),
+    ("objects.contacts.retrieve.path", "/contacts/{`7`}", "$.objects.contacts.retrieve.path",
+     "the placeholder {`7`} reads nothing from the request"),
+    ("objects.contacts.retrieve.path", "/contacts/{idd}", "$.objects.contacts.retrieve.path",
+     "reads 'idd', which the request document does not hold"),
+    ("objects.contacts.unify.name", "context.region", "$.objects.contacts.unify",
+     "reads context.region, but unify reads a provider record: use context('region')"),
+])
+def test_a_mistake_no_single_expression_shows_is_refused_at_load(tmp_path, path, value, key, reason):
+    message = load_error(broken(tmp_path, _set(path, value)))
+    assert f": {key}: {reason}" in message, message
+
+
+def test_a_value_map_nobody_uses_is_a_warning(tmp_path):
+    provider = mapping.load(broken(tmp_path, _set("values.unused", {"A": "a"})))
+    assert provider.warnings == ["$.values.unused: no expression uses this value map"]
+    done = subprocess.run([sys.executable, "-m", "gateway", "check", str(tmp_path)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=60)
+    assert done.returncode == 0 and "warn " in done.stdout and "$.values.unused" in done.stdout, done.stdout
+
+
+def test_a_read_through_an_expression_reference_is_the_elements_not_the_document(tmp_path):
+    """`map(&to_number(@), body.ids)` reads body.ids; `@` there is each id, not the whole body."""
+    provider = mapping.load(broken(tmp_path, _set("objects.contacts.create.body", {"ids": "map(&to_number(@), body.ids)"})))
+    create = provider.operations("contacts", "create")[0]
+    assert create.ignored({"ids": ["1"], "name": "Acme"}) == ["$.name"]
