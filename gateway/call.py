@@ -13,14 +13,20 @@ MAX_LIMIT = 1000
 
 class Call:
     """`path` is percent-decoded, so an id sent with %2F holds '/': everything
-    after the object's segment is the id."""
+    after the object's segment is the id. `nested`: the raw path has segments
+    beyond the id, which no unified path has."""
 
-    __slots__ = ("method", "path", "object", "id", "_headers", "query", "receive")
+    __slots__ = ("method", "path", "object", "id", "nested", "_headers", "query", "receive")
 
     def __init__(self, scope: dict, receive: Callable[[], Awaitable[dict]]):
         self.method = scope["method"]
         self.path = scope["path"]
         self.object, _, self.id = self.path[len(PREFIX):].partition("/")
+        raw = scope["raw_path"][len(PREFIX):]
+        if raw.endswith(b"/"):  # /accounting/contacts/ID/ is /accounting/contacts/ID (an encoded %2F stays)
+            raw = raw[:-1]
+            self.id = self.id[:-1] if self.id.endswith("/") else self.id
+        self.nested = raw.count(b"/") > 1
         # Kept as bytes: the handlers read four headers of the many a client sends.
         headers: dict[bytes, bytes] = {}
         for name, value in scope["headers"]:

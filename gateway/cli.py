@@ -3,8 +3,10 @@
 import argparse
 import gc
 import logging
+import os
 import signal
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 from . import coverage, examples, mapping
@@ -39,6 +41,10 @@ def _serve(args: argparse.Namespace) -> int:
                keep_alive=args.keep_alive, request_timeout=args.request_timeout, send_timeout=args.send_timeout,
                access_log=args.access_log)
     return 0
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Each option's default shown, and the environment's settings as written."""
 
 
 def _exit_ok(signum: int, frame: object) -> None:
@@ -98,14 +104,37 @@ def _sandbox(args: argparse.Namespace) -> int:
     return 0
 
 
+_ENVIRONMENT = """\
+settings from the environment:
+  GATEWAY_API_KEYS        comma-separated API keys clients send as x-api-key
+  GATEWAY_CONNECTIONS     the connections file (unset: the embedded demo sandbox)
+  GATEWAY_MAPPINGS        directories of mapping files added to the bundled ones, ':'-separated
+  GATEWAY_STATE_URL       the state store: sqlite:///path or redis://host:port/db
+                          (unset: $XDG_STATE_HOME/gateway/state.sqlite3)
+  GATEWAY_CURSOR_SECRET   signs list cursors; the same on every instance
+  GATEWAY_MAX_BODY_BYTES  the largest request body (default 1048576)
+"""
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # Output piped into `head` and the like: its reader left; nothing is wrong.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="gateway", description="Panora-compatible accounting gateway")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('gateway')}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run the gateway (settings from GATEWAY_* environment variables)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--log-level", default="info", choices=LOG_LEVELS)
+    serve = commands.add_parser("serve", help="run the gateway (settings from GATEWAY_* environment variables)",
+                                epilog=_ENVIRONMENT, formatter_class=_Help)
+    serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (0.0.0.0: every interface)")
+    serve.add_argument("--port", type=int, default=8000, help="the port to listen on")
+    serve.add_argument("--log-level", default="info", choices=LOG_LEVELS, help="the least severe log lines kept")
     serve.add_argument("--access-log", action="store_true", help="log every request line")
     serve.add_argument("--graceful-timeout", type=float, default=30.0, metavar="SECONDS",
                        help="on SIGTERM, how long calls under way may take to finish before they are cancelled")

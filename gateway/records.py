@@ -57,7 +57,8 @@ class Records:
 
     async def create(self, call: Call, conn: Connection, obj: UnifiedObject) -> Response:
         if obj.input is None:
-            raise GatewayError(405, "method_not_allowed", f"{obj.name} cannot be created through the unified API")
+            raise GatewayError(405, "method_not_allowed", f"{obj.name} cannot be created through the unified API",
+                               {"Allow": "GET"})
         ops = steps.operations(conn, obj, "create")
         remote_data = call.flag("remote_data")
         raw = await self._read_body(call)

@@ -7,6 +7,7 @@ gateway/records.py (retrieve, create) and gateway/listing.py (list).
 """
 
 import asyncio
+import difflib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -57,7 +58,7 @@ class Gateway:
         await response(scope, receive, send)
 
     def _route(self, call: Call) -> Handler:
-        if not call.object:
+        if not call.object or call.nested:
             raise GatewayError(404, "no_such_path", f"{call.method} {call.path}: Not Found")
         method = "GET" if call.method == "HEAD" else call.method
         handlers = self._record if call.id else self._collection
@@ -71,5 +72,7 @@ class Gateway:
     def _object(call: Call) -> UnifiedObject:
         found = OBJECTS.get(call.object)
         if found is None:
-            raise GatewayError(404, "unknown_object", f"no unified accounting object {call.object!r}; known: {', '.join(OBJECTS)}")
+            near = difflib.get_close_matches(call.object, list(OBJECTS), 1)
+            hint = f"; did you mean {near[0]!r}?" if near else f"; known: {', '.join(OBJECTS)}"
+            raise GatewayError(404, "unknown_object", f"no unified accounting object {call.object!r}{hint}")
         return found

@@ -460,3 +460,29 @@ def test_a_read_through_an_expression_reference_is_the_elements_not_the_document
     provider = mapping.load(broken(tmp_path, _set("objects.contacts.create.body", {"ids": "map(&to_number(@), body.ids)"})))
     create = provider.operations("contacts", "create")[0]
     assert create.ignored({"ids": ["1"], "name": "Acme"}) == ["$.name"]
+
+
+# -- the command line, as a person meets it -------------------------------------------
+
+
+def test_version_and_serve_help_say_what_a_new_user_needs():
+    def run(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True, text=True, cwd=ROOT, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert run("--version").startswith("gateway ")
+    helped = run("serve", "--help")
+    assert "(default: 30.0)" in helped and "(default: 8000)" in helped
+    assert "GATEWAY_STATE_URL" in helped and "GATEWAY_CONNECTIONS" in helped
+
+
+def test_output_into_a_closed_pipe_ends_quietly():
+    import os
+
+    read, write = os.pipe()
+    os.close(read)  # the reader (`| head -1`) has gone before the first line
+    done = subprocess.run([sys.executable, "-m", "gateway", "coverage"], stdout=write, stderr=subprocess.PIPE,
+                          text=True, cwd=ROOT, timeout=60)
+    os.close(write)
+    assert done.returncode == 0 and done.stderr == "", done.stderr

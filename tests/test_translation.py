@@ -817,10 +817,27 @@ def test_an_unmapped_operation_is_501_naming_provider_and_operation(client, meth
 def test_an_unknown_object_is_404(client):
     out = assert_error(client.get("/accounting/widgets", headers=H), 404, "unknown_object")
     assert "widgets" in out["message"] and "contacts" in out["message"]
+    out = assert_error(client.get("/accounting/contakts", headers=H), 404, "unknown_object")
+    assert out["message"].endswith("did you mean 'contacts'?"), out
 
 
 def test_an_object_the_unified_api_cannot_create_is_405(client):
-    assert_error(client.post("/accounting/addresses", headers=H, json={}), 405, "method_not_allowed")
+    response = client.post("/accounting/addresses", headers=H, json={})
+    assert_error(response, 405, "method_not_allowed")
+    assert response.headers["allow"] == "GET"
+
+
+def test_a_trailing_slash_on_a_retrieve_is_the_same_retrieve(client, httpx_mock):
+    rec = record(4)
+    httpx_mock.add_response(method="GET", url=f"{BASE}/contacts/{rec['id']}", json=ok(rec))
+    response = client.get(f"/accounting/contacts/{rec['id']}/", headers=H)
+    assert response.status_code == 200 and response.json() == unified(rec)
+
+
+@pytest.mark.parametrize("path", ["/accounting/contacts/a/b", "/accounting/contacts/abc//"])
+def test_a_path_deeper_than_a_record_is_404_without_a_provider_call(client, httpx_mock, path):
+    assert_error(client.get(path, headers=H), 404, "no_such_path")
+    assert httpx_mock.get_requests() == []
 
 
 @pytest.mark.parametrize("method, path, code", [
@@ -834,6 +851,8 @@ def test_other_paths_and_methods_answer_json_errors(client, method, path, code):
     response = client.request(method, path, headers=H)
     assert_error(response, response.status_code, code)
     assert response.status_code in (404, 405)
+    if response.status_code == 405:
+        assert response.headers["allow"], "every 405 says what is allowed"
 
 
 def test_a_list_answer_without_its_records_array_is_502(client, httpx_mock):
