@@ -3,19 +3,23 @@
 One per connection (its `ConnectionState`), so one customer's failing
 credentials or account never pauses another customer's calls."""
 
+import logging
 import time
 
 from .mapping import BreakerSpec
+
+log = logging.getLogger("gateway")
 
 
 class Breaker:
     """Closed until `failures` failed calls in a row; then open (fail fast) for
     `reset_after` seconds; then half-open: one probe decides."""
 
-    __slots__ = ("spec", "failures", "opened_at", "probe_at")
+    __slots__ = ("spec", "name", "failures", "opened_at", "probe_at")
 
-    def __init__(self, spec: BreakerSpec):
+    def __init__(self, spec: BreakerSpec, name: str):
         self.spec = spec
+        self.name = name  # the connection's, for the log
         self.failures = 0
         self.opened_at: float | None = None
         self.probe_at: float | None = None  # when the half-open probe went out
@@ -35,6 +39,8 @@ class Breaker:
         return None
 
     def succeeded(self) -> None:
+        if self.opened_at is not None:
+            log.info("%s: circuit closed, the probe succeeded", self.name)
         self.failures = 0
         self.opened_at = None
         self.probe_at = None
@@ -42,5 +48,7 @@ class Breaker:
     def failed(self) -> None:
         self.failures += 1
         if self.probe_at is not None or self.failures >= self.spec.failures:
+            log.warning("%s: circuit open after %d failed call(s) in a row; calls are paused for %g s",
+                        self.name, self.failures, self.spec.reset_after)
             self.opened_at = time.monotonic()
         self.probe_at = None

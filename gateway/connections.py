@@ -86,7 +86,7 @@ class Connection:
             self.state = previous.state
             self.state.breaker.spec = provider.breaker
         else:
-            self.state = ConnectionState(credentials, Breaker(provider.breaker))
+            self.state = ConnectionState(credentials, Breaker(provider.breaker, self.name))
 
 
 _TYPES = {"string": str, "integer": int, "number": (int, float), "boolean": bool, "list": list, "object": dict}

@@ -121,17 +121,33 @@ class Upstream:
         if state.in_flight >= provider.limits.max_in_flight:
             raise GatewayError(503, "connection_busy", f"this connection already has {state.in_flight} calls to "
                                f"{provider.name} under way; retry shortly", {"Retry-After": "1"}, provider=provider.name)
+        # The breaker judges calls, not attempts: a call's retries are one failure.
+        breaker = state.breaker
+        wait = breaker.retry_after()
+        if wait is not None:
+            raise GatewayError(503, "upstream_circuit_open", f"{provider.name} is failing; calls are paused",
+                               {"Retry-After": str(max(1, round(wait)))}, provider=provider.name)
         state.in_flight += 1
         try:
             raw = await self._attempts(conn, request)
+        except GatewayError as exc:
+            if exc.code in ("upstream_timeout", "upstream_unreachable"):
+                breaker.failed()
+            elif exc.code == "upstream_response_too_large":
+                breaker.succeeded()  # the provider is up; its answer is just too big for us
+            raise
         finally:
             state.in_flight -= 1
+        if raw.status >= 500:
+            breaker.failed()
+        else:
+            breaker.succeeded()
         return _result(conn, raw)
 
     async def _attempts(self, conn: Connection, request: UpstreamRequest) -> Answer:
         provider = conn.provider
         policy = provider.retries
-        breaker, auth = conn.state.breaker, conn.state.auth
+        auth = conn.state.auth
         url = conn.base_url + request.path
         credentials = auth.current()
         if credentials is None:
@@ -146,21 +162,15 @@ class Upstream:
         replayed = False
         while True:
             attempt += 1
-            wait = breaker.retry_after()
-            if wait is not None:
-                raise GatewayError(503, "upstream_circuit_open", f"{provider.name} is failing; calls are paused",
-                                   {"Retry-After": str(max(1, round(wait)))}, provider=provider.name)
             try:
                 raw = await self.exchange(provider, request.method, url, request.query, headers, body)
             except TimedOut:
-                breaker.failed()
                 if _may_retry(request.method, attempt, policy.attempts, deadline, None, sent=True):
                     await _backoff(policy, attempt, None)
                     continue
                 raise GatewayError(504, "upstream_timeout", f"{provider.name} did not answer in time",
                                    maybe_done=True, provider=provider.name) from None
             except Unreachable as exc:
-                breaker.failed()
                 log.warning("%s: %s %s failed: %s", conn.name, request.method, request.path, exc)
                 if _may_retry(request.method, attempt, policy.attempts, deadline, None, sent=exc.sent):
                     await _backoff(policy, attempt, None)
@@ -168,15 +178,10 @@ class Upstream:
                 raise bad_gateway("upstream_unreachable", f"cannot reach {provider.name}: {exc}",
                                   maybe_done=exc.sent, provider=provider.name) from None
             except TooLarge as exc:
-                breaker.succeeded()  # the provider is up; its answer is just too big for us
                 # It answered, so it may have acted: a create must not run again.
                 cap = transport.MAX_HEAD_BYTES if exc.part == "head" else provider.limits.max_response_bytes
                 raise bad_gateway("upstream_response_too_large", f"{provider.name}'s {exc.part} exceeds {cap} bytes",
                                   maybe_done=True, provider=provider.name) from None
-            if raw.status >= 500:
-                breaker.failed()
-            else:
-                breaker.succeeded()
             if raw.status == 401 and auth.refreshable and not replayed:
                 # The provider did nothing: new credentials, and the same call once more.
                 replayed = True

@@ -44,11 +44,13 @@ def gateway(fake: FakeFormation, tmp_path_factory: pytest.TempPathFactory) -> It
     write_mapping(mappings, "formation_breaker", limits={"read_timeout": 3, "total_timeout": 3},
                   retries={"attempts": 1}, breaker=BREAKER)
     write_mapping(mappings, "formation_busy", limits={"max_in_flight": 2, "read_timeout": 3, "total_timeout": 3})
+    write_mapping(mappings, "formation_retrying", breaker={"failures": 2, "reset_after": 30})
     write_mapping(mappings, "formation_put", create_method="PUT")  # as Xero creates
     connections = write_connections(directory / "connections.yaml", {
         "faults": ("formation", fake.url),
         "breaker": ("formation_breaker", fake.url),
         "busy": ("formation_busy", fake.url),
+        "retrying": ("formation_retrying", fake.url),
         "put": ("formation_put", fake.url),
         "nobody-home": ("formation", f"http://127.0.0.1:{free_port()}"),
     })
@@ -57,6 +59,8 @@ def gateway(fake: FakeFormation, tmp_path_factory: pytest.TempPathFactory) -> It
     yield server
     log = server.stop()
     assert "Traceback" not in log and "unexpected error" not in log, log
+    assert "retrying: circuit open after 2 failed call(s) in a row" in log, log
+    assert "breaker: circuit closed, the probe succeeded" in log, log
 
 
 def client_for(gateway: Server, token: str) -> httpx.Client:
@@ -299,6 +303,16 @@ def test_the_breaker_opens_after_n_failures_and_a_probe_closes_it(gateway, fake)
         error(c.get("/accounting/contacts/status:500~failed-probe"), 502, "upstream_error")
         error(c.get("/accounting/contacts/ok~reopened"), 503, "upstream_circuit_open")
         assert fake.count(path="/contacts/ok~reopened") == 0
+
+
+def test_the_breaker_counts_a_call_and_its_retries_as_one_failure(gateway, fake):
+    with client_for(gateway, "retrying") as c:
+        error(c.get("/accounting/contacts/status:500~retried"), 502, "upstream_error")
+        assert fake.count("GET", "/contacts/status:500~retried") == ATTEMPTS  # three attempts, one failed call
+        answer(c.get("/accounting/contacts/ok~still-closed"), 200)
+        for n in range(2):
+            error(c.get(f"/accounting/contacts/status:500~retried-{n}"), 502, "upstream_error")
+        error(c.get("/accounting/contacts/ok~now-open"), 503, "upstream_circuit_open")
 
 
 def test_another_providers_breaker_is_not_affected(client):
