@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
+import msgspec.inspect
 import yaml
 
 # libyaml's loader where PyYAML has it: several times faster, and start-up is measured.
@@ -215,7 +216,8 @@ def load(path: Path) -> Provider:
     try:
         spec = msgspec.convert(raw, MappingFile)
     except msgspec.ValidationError as exc:
-        raise MappingError(path, *_schema_error(raw, str(exc))) from None
+        key, reason = _schema_error(raw, str(exc))
+        raise MappingError(path, key, reason + _schema_hint(key, reason)) from None
     try:
         return _compile(spec, path)
     except ExpressionError as exc:
@@ -249,6 +251,38 @@ def _schema_error(raw: Any, message: str) -> tuple[str, str]:
             key += f".{name}"
             node = node[name]
     return key, reason
+
+
+def _schema_hint(key: str, reason: str) -> str:
+    """What the schema allows where a value or key is wrong: an enum's values,
+    the nearest known key."""
+    kind = _type_at(key)
+    enum = re.match(r"Invalid enum value ", reason)
+    unknown = re.match(r"Object contains unknown field `(.+)`", reason)
+    if enum and isinstance(kind, msgspec.inspect.LiteralType):
+        return "; valid: " + ", ".join(str(v) for v in kind.values)
+    if unknown and isinstance(kind, msgspec.inspect.StructType):
+        known = [f.encode_name for f in kind.fields]
+        near = difflib.get_close_matches(unknown.group(1), known, 1)
+        return f"; did you mean {near[0]!r}?" if near else f"; known: {', '.join(known)}"
+    return ""
+
+
+def _type_at(key: str) -> Any:
+    """The schema's type at a key of a mapping file ($.objects.contacts.list)."""
+    kind: Any = msgspec.inspect.type_info(MappingFile)
+    for part in re.findall(r"\.([^.\[]+)|\[\d+\]", key):
+        while isinstance(kind, msgspec.inspect.UnionType):  # an operation or a list of them: the operation's
+            kind = next((t for t in kind.types if isinstance(t, msgspec.inspect.StructType)), kind.types[0])
+        if isinstance(kind, msgspec.inspect.StructType):
+            kind = next((f.type for f in kind.fields if f.encode_name == part), None)
+        elif isinstance(kind, (msgspec.inspect.DictType, msgspec.inspect.ListType)):
+            kind = getattr(kind, "value_type", None) or getattr(kind, "item_type", None)
+        if kind is None:
+            return None
+    while isinstance(kind, msgspec.inspect.UnionType):
+        kind = next((t for t in kind.types if isinstance(t, (msgspec.inspect.StructType, msgspec.inspect.LiteralType))), None)
+    return kind
 
 
 def _failing_entry(raw: Any, entries: Any, message: str) -> Any:

@@ -486,3 +486,16 @@ def test_output_into_a_closed_pipe_ends_quietly():
                           text=True, cwd=ROOT, timeout=60)
     os.close(write)
     assert done.returncode == 0 and done.stderr == "", done.stderr
+
+
+@pytest.mark.parametrize("change, key, hint", [
+    (_set("auth.type", "oauth"), "$.auth.type", "Invalid enum value 'oauth'; valid: api_key, basic, bearer, none, oauth2"),
+    (_set("objects.contacts.list.paging.style", "cursor"), "$.objects.contacts.list.paging.style",
+     "valid: link, none, offset, page, token"),
+    (_set("limitz", {}), "$", "Object contains unknown field `limitz`; did you mean 'limits'?"),
+    (_set("objects.contacts.retrieve.recrod", "data"), "$.objects.contacts.retrieve",
+     "unknown field `recrod`; did you mean 'record'?"),
+])
+def test_a_schema_mistake_says_what_is_allowed(tmp_path, change, key, hint):
+    message = load_error(broken(tmp_path, change))
+    assert f": {key}: " in message and hint in message, message
