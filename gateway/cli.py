@@ -85,6 +85,11 @@ def _check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _schema(args: argparse.Namespace) -> int:
+    print(mapping.json_schema())
+    return 0
+
+
 def _coverage(args: argparse.Namespace) -> int:
     try:
         providers = [mapping.load(path) for path in _mapping_files(args.paths)]
@@ -150,6 +155,9 @@ def _main(argv: list[str] | None) -> int:
     check.add_argument("paths", nargs="*", help="mapping files or directories (default: the bundled mappings)")
     check.add_argument("--examples", action="store_true", help="also run the examples inside the mapping files")
     check.set_defaults(run=_check)
+
+    schema = commands.add_parser("schema", help="print the JSON Schema of a mapping file (for editors)")
+    schema.set_defaults(run=_schema)
 
     cover = commands.add_parser("coverage", help="print, per provider, the unified operations and fields mapped")
     cover.add_argument("paths", nargs="*", help="mapping files or directories (default: the bundled mappings)")

@@ -253,6 +253,14 @@ def _schema_error(raw: Any, message: str) -> tuple[str, str]:
     return key, reason
 
 
+def json_schema() -> str:
+    """A mapping file's JSON Schema, from the types that load it: what an editor
+    checks as the operator types (mappings/mapping.schema.json holds it)."""
+    schema = msgspec.json.schema(MappingFile)
+    schema["title"] = "gateway mapping file"
+    return msgspec.json.format(msgspec.json.encode(schema), indent=2).decode()
+
+
 def _schema_hint(key: str, reason: str) -> str:
     """What the schema allows where a value or key is wrong: an enum's values,
     the nearest known key."""

@@ -499,3 +499,25 @@ def test_output_into_a_closed_pipe_ends_quietly():
 def test_a_schema_mistake_says_what_is_allowed(tmp_path, change, key, hint):
     message = load_error(broken(tmp_path, change))
     assert f": {key}: " in message and hint in message, message
+
+
+# -- the mapping file's JSON Schema, for editors ---------------------------------------
+
+
+def test_the_shipped_json_schema_is_the_one_the_types_make():
+    shipped = (bundled_mappings() / "mapping.schema.json").read_text()
+    assert shipped.strip() == mapping.json_schema().strip(), \
+        "mappings/mapping.schema.json is stale: run `gateway schema > mappings/mapping.schema.json`"
+
+
+def test_every_bundled_mapping_validates_against_the_schema_its_editor_is_pointed_to():
+    import json
+
+    import jsonschema
+
+    schema = json.loads((bundled_mappings() / "mapping.schema.json").read_text())
+    for path in sorted(bundled_mappings().glob("*.yaml")):
+        assert path.read_text().startswith("# yaml-language-server: $schema=mapping.schema.json\n"), path
+        jsonschema.validate(yaml.safe_load(path.read_text()), schema)
+    with pytest.raises(jsonschema.ValidationError, match="oauth"):
+        jsonschema.validate({**VALID, "auth": {"type": "oauth"}}, schema)
