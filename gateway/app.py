@@ -4,7 +4,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import platform
 import sqlite3
+from importlib import metadata
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from .records import REPLAYED_HEADERS, Records
 from .routes import Gateway
 from .runtime import Runtime, Snapshot, mapping_files
 from .settings import DEMO_API_KEY, SANDBOX_TOKEN, ConfigError, Settings, from_environ
-from .store import open_store
+from .store import StoreUnavailable, open_store
 from .upstream import open_upstream
 
 log = logging.getLogger("gateway")
@@ -110,7 +112,28 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] = os
              len(providers), ", ".join(sorted(providers)), len(runtime.current.connections))
 
     async def health(request: Request) -> Response:
+        """Liveness: the process serves."""
         return JSONResponse({"status": "ok"})
+
+    async def ready(request: Request) -> Response:
+        """Readiness: mappings and connections loaded (a reload never unloads
+        them) and the state store answering. A connection whose circuit is open
+        is reported, not a reason to take the instance out of service."""
+        snapshot = runtime.current
+        body = {"status": "ready", "providers": sorted(snapshot.providers), "connections": len(snapshot.connections),
+                "open_circuits": [{"connection": c.name, "provider": c.provider.name}
+                                  for c in snapshot.connections if c.state.breaker.opened_at is not None],
+                "state_store": "ok"}
+        try:
+            await store.ping()
+        except StoreUnavailable as exc:
+            body.update(status="not_ready", state_store=f"unreachable: {exc}")
+            return JSONResponse(body, 503)
+        return JSONResponse(body)
+
+    async def version(request: Request) -> Response:
+        return JSONResponse({"name": "gateway", "version": metadata.version("gateway"),
+                             "python": platform.python_version()})
 
     async def gateway_error(request: Request, exc: GatewayError) -> Response:
         return exc.response()
@@ -132,8 +155,10 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] = os
         await upstream.aclose()
         await store.aclose()
 
+    # Each also with a trailing slash, answered in place (Starlette would redirect to the client's Host).
+    endpoints = {"/health": health, "/healthz": health, "/readyz": ready, "/version": version}
     starlette = Starlette(
-        routes=[Route("/health", health), Route("/health/", health)],
+        routes=[Route(path + slash, endpoint) for path, endpoint in endpoints.items() for slash in ("", "/")],
         exception_handlers={GatewayError: gateway_error, HTTPException: http_error, Exception: unexpected_error},
         lifespan=lifespan,
     )

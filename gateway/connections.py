@@ -15,7 +15,7 @@ import difflib
 import hashlib
 import hmac
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -143,6 +143,9 @@ class Connections:
 
     def __len__(self) -> int:
         return len(self._by_digest)
+
+    def __iter__(self) -> Iterator[Connection]:
+        return iter(self._by_digest.values())
 
     def resolve(self, token: str) -> Connection | None:
         # A dict lookup on the digest leaks no timing about the token itself.

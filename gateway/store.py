@@ -68,6 +68,10 @@ class SqliteStore:
         self._db.execute("INSERT OR REPLACE INTO state VALUES (?, ?, ?)", (key, value, expires))
 
     @_sqlite_guard
+    async def ping(self) -> None:
+        self._db.execute("SELECT 1").fetchone()
+
+    @_sqlite_guard
     async def delete(self, key: str, only_if: bytes | None = None) -> None:
         """Delete `key`; with `only_if`, only while it holds that value (a lock's owner)."""
         if only_if is None:
@@ -104,6 +108,10 @@ class RedisStore:
     @_redis_guard
     async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
         await self._redis.set(key, value, px=int(ttl * 1000) if ttl is not None else None)
+
+    @_redis_guard
+    async def ping(self) -> None:
+        await self._redis.ping()
 
     @_redis_guard
     async def delete(self, key: str, only_if: bytes | None = None) -> None:
