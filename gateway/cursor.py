@@ -14,9 +14,12 @@ import msgspec
 
 class Position(msgspec.Struct, array_like=True, frozen=True):
     source: int = 0  # which of the list's upstream sources
-    offset: int = 0  # records of that source already served
-    number: int = 0  # page number (page paging), counted from the first
-    token: str | None = None  # the provider's next-page token (token paging)
+    offset: int = 0  # records of that source already served: page paging derives its page number from it
+    token: str | None = None  # the provider's page token or link query (token, link paging)
+    skip: int = 0  # records of the provider's page (that token's, or `page`) already served
+    # Page paging, once the provider answered a page longer than asked: its own
+    # page (0-based) of the next record, which `offset` no longer tells.
+    page: int | None = None
 
 
 class CursorError(ValueError):

@@ -73,5 +73,12 @@ class Listing:
         if not isinstance(count, int) or isinstance(count, bool) or count < 0:
             raise bad_gateway("upstream_unmappable", f"{conn.provider.name}'s list response gives no record count where the mapping expects one",
                               provider=conn.provider.name)
-        after = paging.following(spec, position, count, size, total, next_page, len(sources))
+        if op.count:  # unnested records are served as they come, the provider's records counted
+            served, rest = count, 0
+        else:
+            # What earlier pages served off the front, and never more than `limit`.
+            skip = paging.skipped(spec, position, size)
+            records = records[skip:skip + size]
+            served, rest = len(records), max(0, count - skip - size)
+        after = paging.following(spec, position, count, size, total, next_page, len(sources), served, rest)
         return op, records, after, paging.previous(spec, position, size)

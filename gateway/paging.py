@@ -15,30 +15,62 @@ class LinkError(ValueError):
     """A next-page link that leaves the host or path the mapping names."""
 
 
+def _page_at(position: Position, size: int) -> tuple[int, int]:
+    """The provider page (0-based) holding the next record, and how many of its
+    records earlier unified pages served."""
+    if position.page is not None:
+        return position.page, position.skip
+    return position.offset // size, position.offset % size
+
+
 def page_document(paging: PagingSpec, position: Position, size: int) -> dict[str, Any]:
-    """The `page` member of the request document."""
+    """The `page` member of the request document. A page number comes from the
+    records served, so a next call with another `limit` goes on at the next record."""
     return {
         "limit": size,
         "offset": position.offset,
         "start": position.offset + 1,  # 1-based, for STARTPOSITION-style APIs
-        "number": paging.first_page + position.number,
+        "number": paging.first_page + _page_at(position, size)[0],
         "token": position.token if paging.style == "token" else None,
     }
 
 
-def following(paging: PagingSpec, position: Position, count: int, size: int, total: Any,
-              next_page: Any, sources: int) -> Position | None:
-    """Where the next unified page starts, or None at the end of the last source."""
+def skipped(paging: PagingSpec, position: Position, size: int) -> int:
+    """Records at the front of the provider's page that earlier unified pages served."""
+    if paging.style == "page":
+        return _page_at(position, size)[1]
     if paging.style in ("token", "link"):
-        more = count > 0 and bool(next_page)
+        return position.skip
+    if paging.style == "none":
+        return position.offset  # the whole list, every time
+    return 0
+
+
+def following(paging: PagingSpec, position: Position, count: int, size: int, total: Any, next_page: Any,
+              sources: int, served: int, rest: int) -> Position | None:
+    """Where the next unified page starts, or None at the end of the last source.
+
+    `count`: the provider's records on the page; `served`: how many of them this
+    unified page holds; `rest`: those after them that it could not (the provider
+    answered more than asked): the next page starts among them."""
+    offset, skip = position.offset + served, skipped(paging, position, size) + served
+    if rest > 0:
+        if paging.style == "page":
+            return Position(position.source, offset, None, skip, _page_at(position, size)[0])
+        if paging.style in ("token", "link"):
+            return Position(position.source, offset, position.token, skip)
+        return Position(position.source, offset)
+    if paging.style in ("token", "link"):
+        if count > 0 and next_page:
+            return Position(position.source, offset, str(next_page))
     elif paging.style in ("offset", "page"):
         # An empty page ends the list even if a total says more: its cursor would not move.
-        more = count > 0 and (position.offset + count < total if isinstance(total, int) else count >= size)
-    else:
-        more = False
-    if more:
-        token = str(next_page) if paging.style in ("token", "link") else None
-        return Position(position.source, position.offset + count, position.number + 1, token)
+        before = position.offset - skipped(paging, position, size)  # records of the pages before this one
+        if count > 0 and (before + count < total if isinstance(total, int) else count >= size):
+            if paging.style == "page" and (position.page is not None or count > size):
+                # The provider keeps pages of its own size: number them as it does.
+                return Position(position.source, offset, page=_page_at(position, size)[0] + 1)
+            return Position(position.source, offset)
     if position.source + 1 < sources:
         return Position(position.source + 1)
     return None
@@ -46,8 +78,8 @@ def following(paging: PagingSpec, position: Position, count: int, size: int, tot
 
 def previous(paging: PagingSpec, position: Position, size: int) -> Position | None:
     """Offsets and page numbers can step back; tokens and links cannot."""
-    if paging.style in ("offset", "page") and position.number > 0:
-        return Position(position.source, max(0, position.offset - size), position.number - 1)
+    if paging.style in ("offset", "page") and position.offset > 0:
+        return Position(position.source, max(0, position.offset - size))
     return None
 
 

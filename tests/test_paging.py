@@ -4,7 +4,7 @@ import pytest
 
 from gateway.cursor import Position
 from gateway.mapping import PagingSpec
-from gateway.paging import LinkError, following, link_params, link_query, page_document, previous
+from gateway.paging import LinkError, following, link_params, link_query, page_document, previous, skipped
 
 BASE = "https://api.books.test/v2"
 
@@ -14,9 +14,20 @@ def spec(**kwargs) -> PagingSpec:
 
 
 def test_the_page_document_counts_offsets_pages_and_starts():
-    doc = page_document(spec(style="page", first_page=1), Position(0, 40, 2), 20)
+    doc = page_document(spec(style="page", first_page=1), Position(0, 40), 20)
     assert doc == {"limit": 20, "offset": 40, "start": 41, "number": 3, "token": None}
-    assert page_document(spec(style="token"), Position(0, 5, 1, "tok"), 5)["token"] == "tok"
+    assert page_document(spec(style="token"), Position(0, 5, "tok"), 5)["token"] == "tok"
+
+
+def test_a_page_number_comes_from_the_records_served_whatever_the_limit():
+    """50 served at 50 a page; then 20 a page: page 3 (records 40-59) less the 10 served."""
+    paging = spec(style="page", first_page=1)
+    assert page_document(paging, Position(0, 50), 20)["number"] == 3
+    assert skipped(paging, Position(0, 50), 20) == 10
+    # 10 of that page served, none left over: the next starts at record 60, page 4 at 20.
+    after = following(paging, Position(0, 50), 20, 20, None, None, 1, served=10, rest=0)
+    assert after == Position(0, 60)
+    assert page_document(paging, after, 20)["number"] == 4 and skipped(paging, after, 20) == 0
 
 
 @pytest.mark.parametrize("style, total, count, more", [
@@ -24,27 +35,37 @@ def test_the_page_document_counts_offsets_pages_and_starts():
     ("page", None, 5, True), ("offset", 100, 0, False),  # an empty page ends the list whatever the total
 ])
 def test_offset_and_page_styles_know_when_more_follow(style, total, count, more):
-    after = following(spec(style=style), Position(), count, 5, total, None, sources=1)
+    after = following(spec(style=style), Position(), count, 5, total, None, 1, served=count, rest=0)
     assert (after is not None) is more
     if more:
-        assert after == Position(0, count, 1, None)
+        assert after == Position(0, count)
 
 
 def test_token_and_link_styles_follow_the_providers_next_page():
-    assert following(spec(style="token"), Position(), 3, 3, None, "abc", 1) == Position(0, 3, 1, "abc")
-    assert following(spec(style="token"), Position(), 3, 3, None, None, 1) is None
-    assert following(spec(style="link"), Position(), 3, 3, None, "page=2", 1) == Position(0, 3, 1, "page=2")
+    assert following(spec(style="token"), Position(), 3, 3, None, "abc", 1, served=3, rest=0) == Position(0, 3, "abc")
+    assert following(spec(style="token"), Position(), 3, 3, None, None, 1, served=3, rest=0) is None
+    assert following(spec(style="link"), Position(), 3, 3, None, "page=2", 1, served=3, rest=0) == Position(0, 3, "page=2")
+
+
+@pytest.mark.parametrize("style, position, after", [
+    # A provider that answered 5 where 3 were asked: the next unified page starts at the 4th of them.
+    ("token", Position(0, 6, "t2"), Position(0, 9, "t2", 3)),
+    ("token", Position(0, 9, "t2", 3), Position(0, 12, "t2", 6)),
+    ("offset", Position(0, 6), Position(0, 9)),
+])
+def test_a_page_longer_than_asked_resumes_at_its_next_record(style, position, after):
+    assert following(spec(style=style), position, 8, 3, None, "t3", 1, served=3, rest=2) == after
 
 
 def test_an_exhausted_source_hands_over_to_the_next():
-    assert following(spec(style="offset"), Position(0, 10, 2), 2, 5, 12, None, sources=2) == Position(1)
-    assert following(spec(style="offset"), Position(1, 10, 2), 2, 5, 12, None, sources=2) is None
+    assert following(spec(style="offset"), Position(0, 10), 2, 5, 12, None, 2, served=2, rest=0) == Position(1)
+    assert following(spec(style="offset"), Position(1, 10), 2, 5, 12, None, 2, served=2, rest=0) is None
 
 
 def test_previous_pages_exist_for_offsets_and_page_numbers_only():
-    assert previous(spec(style="offset"), Position(0, 10, 2), 5) == Position(0, 5, 1)
+    assert previous(spec(style="offset"), Position(0, 10), 5) == Position(0, 5)
     assert previous(spec(style="offset"), Position(), 5) is None
-    assert previous(spec(style="token"), Position(0, 10, 2, "t"), 5) is None
+    assert previous(spec(style="token"), Position(0, 10, "t"), 5) is None
 
 
 @pytest.mark.parametrize("link, query", [
@@ -128,3 +149,82 @@ def test_a_next_link_to_another_host_is_a_502_not_a_request(linked, httpx_mock):
     response = linked.get("/accounting/contacts", headers=H)
     assert response.status_code == 502 and response.json()["code"] == "upstream_unmappable"
     assert "leaves" in response.json()["message"]
+
+
+# -- cursors that resume at the next record, through the gateway --------------------------
+
+PAGED = """\
+provider: paged
+base_url: https://api.books.test/v2
+auth: {type: bearer, credential: token}
+objects:
+  contacts:
+    unify: {id: id, remote_id: id, name: name}
+    list:
+      path: /contacts
+      query: QUERY
+      records: items
+      paging: {style: STYLE, next: next, max_limit: 100}
+"""
+
+
+def gateway_for(tmp_path, style: str, query: str) -> TestClient:
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "paged.yaml").write_text(PAGED.replace("STYLE", style).replace("QUERY", query))
+    (tmp_path / "c.yaml").write_text("- {token: t, provider: paged, credentials: {token: secret}}\n")
+    env = {"GATEWAY_API_KEYS": "k", "GATEWAY_CONNECTIONS": str(tmp_path / "c.yaml"),
+           "GATEWAY_MAPPINGS": str(tmp_path / "m"), "GATEWAY_CURSOR_SECRET": "s"}
+    return TestClient(create_app(from_environ(env), environ=env, transport=httpx.AsyncHTTPTransport()))
+
+
+def walk(client: TestClient, limits: list[int]) -> list[list[str]]:
+    """The ids of each unified page, paging with these limits in turn."""
+    pages, cursor = [], None
+    for limit in limits:
+        params = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+        body = client.get("/accounting/contacts", headers=H, params=params).json()
+        pages.append([c["id"] for c in body["data"]])
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    return pages
+
+
+def test_page_paging_resumes_at_the_next_record_when_the_limit_changes(tmp_path, httpx_mock):
+    ids = [str(n) for n in range(1, 12)]
+
+    def pages(request: httpx.Request) -> httpx.Response:
+        number, size = int(request.url.params["page"]), int(request.url.params["pageSize"])
+        return httpx.Response(200, json={"items": [{"id": i, "name": i} for i in ids[(number - 1) * size:number * size]]})
+
+    httpx_mock.add_callback(pages, is_reusable=True)
+    with gateway_for(tmp_path, "page", "{page: page.number, pageSize: page.limit}") as client:
+        walked = walk(client, [3, 2, 4, 5, 5])
+    assert sum(walked, []) == ids, walked  # each record once, in order
+    assert walked[:2] == [["1", "2", "3"], ["4"]]  # page 2 at 2 a page is 3-4, and 3 was served
+
+
+def test_a_provider_that_answers_more_than_asked_is_served_limit_at_a_time(tmp_path, httpx_mock):
+    httpx_mock.add_response(url="https://api.books.test/v2/contacts?pageSize=2",
+                            json={"items": [{"id": str(n), "name": "x"} for n in range(1, 6)], "next": "t2"},
+                            is_reusable=True)
+    httpx_mock.add_response(url="https://api.books.test/v2/contacts?pageSize=2&after=t2",
+                            json={"items": [{"id": "6", "name": "x"}], "next": None})
+    with gateway_for(tmp_path, "token", "{pageSize: page.limit, after: page.token}") as client:
+        walked = walk(client, [2] * 6)
+    assert walked == [["1", "2"], ["3", "4"], ["5"], ["6"]], walked
+
+
+def test_a_page_provider_that_keeps_its_own_page_size_loses_no_record(tmp_path, httpx_mock):
+    """Pages of 4 whatever pageSize says: served 3 at a time, then on in its own numbering."""
+    ids = [str(n) for n in range(1, 11)]
+
+    def pages(request: httpx.Request) -> httpx.Response:
+        number = int(request.url.params["page"])
+        return httpx.Response(200, json={"items": [{"id": i, "name": i} for i in ids[(number - 1) * 4:number * 4]]})
+
+    httpx_mock.add_callback(pages, is_reusable=True)
+    with gateway_for(tmp_path, "page", "{page: page.number, pageSize: page.limit}") as client:
+        walked = walk(client, [3] * 8)
+    assert sum(walked, []) == ids, walked
+    assert all(len(page) <= 3 for page in walked)

@@ -151,23 +151,26 @@ def seed_input(shared: Path, prefix: str, schema: str) -> dict:
     return {k: v for k, v in body.items() if k in fields}
 
 
-def second_page(client: httpx.Client, obj: str, model: type[models.Model], first: dict) -> list:
-    """Page 2, through the first page's next_cursor (Xero `page=2`; Prism answers its example again)."""
-    assert first["next_cursor"], f"{obj}: a full first page has a next page"
+def second_page(client: httpx.Client, obj: str, model: type[models.Model]) -> list:
+    """Page 2 at one record a page, through page 1's next_cursor (Prism answers its
+    whole example to any page and size; a unified page still holds one)."""
+    one, first = listed(client, obj, model, limit=1)
+    assert len(one) == 1 and first["next_cursor"], f"{obj}: a full first page has a next page"
     records, page = listed(client, obj, model, limit=1, cursor=first["next_cursor"])
     assert page["prev_cursor"], "page 2 leads back to page 1"
+    assert len(records) == 1
     return records
 
 
 def test_contacts(client: httpx.Client, shared: Path) -> None:
     model = models.ContactOutput
-    records, first = listed(client, "contacts", model, limit=1)
+    records, first = listed(client, "contacts", model)
     assert [(c.id, c.name, c.email_address, c.is_supplier, c.is_customer, c.status) for c in records] == [
         ("5cc8cf28-567e-4d43-b287-687cfcaec47c", "Katherine Warren", "kat.warren@clampett.com", True, True, "Active"),
         ("3ec601ad-eddc-4ccb-a8ac-736e88293b1b", "Lisa Parker", "lparker@parkerandco.com", False, False, "Active")]
     assert all(c.remote_id == c.id for c in records)
     assert records[0].remote_updated_at == "2017-08-21T20:49:04.227000Z"
-    assert second_page(client, "contacts", model, first)
+    assert second_page(client, "contacts", model)
 
     contact = retrieved(client, "contacts", CONTACT, model)
     assert (contact.id, contact.remote_id, contact.name, contact.email_address, contact.tax_number, contact.currency,
@@ -200,9 +203,14 @@ def test_a_validation_error_keeps_xeros_message(client: httpx.Client) -> None:
 
 def test_accounts(client: httpx.Client, shared: Path) -> None:
     model = models.AccountOutput
-    records, first = listed(client, "accounts", model, limit=1)
-    # The chart of accounts comes whole: one page.
+    records, first = listed(client, "accounts", model)
+    # The chart of accounts comes whole: one page...
     assert first["next_cursor"] is None
+    # ...served a record at a time when the limit asks, the cursor at the next one.
+    one, page = listed(client, "accounts", model, limit=1)
+    assert [a.id for a in one] == [records[0].id] and page["next_cursor"]
+    two, page = listed(client, "accounts", model, limit=1, cursor=page["next_cursor"])
+    assert [a.id for a in two] == [records[1].id] and page["next_cursor"] is None
     assert [(a.id, a.name, a.type, a.account_number, a.currency, a.description) for a in records] == [
         ("ebd06280-af70-4bed-97c6-7451a454ad85", "Business Savings Account", "Bank", "091", "NZD", None),
         ("7d05a53d-613d-4eb2-a2fc-dcb6adb80b80", "Sales", "Revenue", "200", None,
@@ -229,13 +237,13 @@ def test_accounts(client: httpx.Client, shared: Path) -> None:
 
 def test_invoices(client: httpx.Client, shared: Path) -> None:
     model = models.InvoiceOutput
-    records, first = listed(client, "invoices", model, limit=1)
+    records, first = listed(client, "invoices", model)
     assert [(i.number, i.type, i.status, i.total_amount, i.balance) for i in records] == [
         ("INV-0001", "Sales", "Void", 40, 0), ("INV-0002", "Sales", "Paid", 46, 0),
         ("INV-0003", "Sales", "Authorized", 115, 115)]
     assert records[1].paid_on_date.isoformat() == "2018-11-29T00:00:00+00:00"
     assert records[2].contact_id == "a3675fc4-f8dd-4f03-ba5b-f1870566bcd7" and records[2].total_tax_amount == 15
-    assert second_page(client, "invoices", model, first)
+    assert second_page(client, "invoices", model)
 
     invoice = retrieved(client, "invoices", INVOICE, model)
     assert (invoice.id, invoice.number, invoice.memo, invoice.currency, invoice.status, invoice.total_amount) == (
@@ -260,14 +268,14 @@ def test_invoices(client: httpx.Client, shared: Path) -> None:
 
 def test_payments(client: httpx.Client, shared: Path) -> None:
     model = models.PaymentOutput
-    records, first = listed(client, "payments", model, limit=1)
+    records, first = listed(client, "payments", model)
     assert [(p.id, p.type, p.total_amount, p.invoice_id) for p in records] == [
         ("99ea7f6b-c513-4066-bc27-b7c65dcd76c2", "ACCRECPAYMENT", 4600, "046d8a6d-1ae1-4b4d-9340-5601bdf41b87"),
         # A credit note's refund: Xero names the credit note as its Invoice, which is no unified invoice.
         ("6b037c9b-2e5d-4905-84d3-eabfb3438242", "ARCREDITPAYMENT", 200, None)]
     assert records[0].account_id == "5690f1e8-1d02-4893-90c2-ee1a69eff942" and records[0].currency == "NZD"
     assert records[0].contact_id == "a3675fc4-f8dd-4f03-ba5b-f1870566bcd7"
-    assert second_page(client, "payments", model, first)
+    assert second_page(client, "payments", model)
 
     payment = retrieved(client, "payments", "99ea7f6b-c513-4066-bc27-b7c65dcd76c2", model)
     assert (payment.total_amount, payment.invoice_id, payment.transaction_date.isoformat()) == (
@@ -329,10 +337,10 @@ def test_company_info(client: httpx.Client) -> None:
 
 def test_credit_notes_and_vendor_credits(client: httpx.Client) -> None:
     # One Xero endpoint, two unified objects: customer credit notes, and supplier credits.
-    notes, first = listed(client, "creditnotes", models.CreditNoteOutput, limit=1)
+    notes, first = listed(client, "creditnotes", models.CreditNoteOutput)
     assert [(n.id, n.number, n.status, n.total_amount, n.remaining_credit, n.payments) for n in notes] == [
         (CUSTOMER_CREDIT, "CN-0005", "Authorized", 34.5, 32.5, ["6b037c9b-2e5d-4905-84d3-eabfb3438242"])]
-    assert second_page(client, "creditnotes", models.CreditNoteOutput, first)
+    assert second_page(client, "creditnotes", models.CreditNoteOutput)
     note = retrieved(client, "creditnotes", CUSTOMER_CREDIT, models.CreditNoteOutput)
     assert (note.contact_id, note.currency, note.transaction_date.isoformat()) == (
         "430fa14a-f945-44d3-9f97-5df5e28441b8", "NZD", "2019-03-05T00:00:00+00:00")
@@ -351,12 +359,12 @@ def test_credit_notes_and_vendor_credits(client: httpx.Client) -> None:
 
 def test_journal_entries(client: httpx.Client) -> None:
     model = models.JournalEntryOutput
-    records, first = listed(client, "journalentries", model, limit=1)
+    records, first = listed(client, "journalentries", model)
     assert [(j.id, j.posting_status) for j in records] == [
         ("0b159335-606b-485f-b51b-97b3b32bad32", "Posted"), ("99cb8353-ce73-4a5d-8e0d-8b0edf86cfc4", "Posted"),
         ("ecb6b362-c78f-462a-a229-a66abf115e92", "Draft")]
     assert records[2].memo == "Foo bar" and records[2].transaction_date.isoformat() == "2019-03-11T00:00:00+00:00"
-    assert second_page(client, "journalentries", model, first)
+    assert second_page(client, "journalentries", model)
 
     journal = retrieved(client, "journalentries", "99cb8353-ce73-4a5d-8e0d-8b0edf86cfc4", model)
     assert journal.remote_id == journal.id == "99cb8353-ce73-4a5d-8e0d-8b0edf86cfc4"
@@ -368,11 +376,11 @@ def test_journal_entries(client: httpx.Client) -> None:
 
 def test_purchase_orders(client: httpx.Client) -> None:
     model = models.PurchaseOrderOutput
-    records, first = listed(client, "purchaseorders", model, limit=1)
+    records, first = listed(client, "purchaseorders", model)
     assert [(p.purchase_order_number, p.status, p.total_amount, p.vendor) for p in records] == [
         ("PO-0001", "Deleted", 2000, "430fa14a-f945-44d3-9f97-5df5e28441b8"),
         ("PO-0002", "Deleted", 2000, "430fa14a-f945-44d3-9f97-5df5e28441b8")]
-    assert second_page(client, "purchaseorders", model, first)
+    assert second_page(client, "purchaseorders", model)
 
     order = retrieved(client, "purchaseorders", "15369a9f-17b6-4235-83c4-0029256d1c37", model)
     assert (order.purchase_order_number, order.status, order.memo, order.total_amount) == (
@@ -392,12 +400,12 @@ def test_purchase_orders(client: httpx.Client) -> None:
 
 
 def test_expenses_and_transactions(client: httpx.Client) -> None:
-    transactions, first = listed(client, "transactions", models.TransactionOutput, limit=1)
+    transactions, first = listed(client, "transactions", models.TransactionOutput)
     assert [(t.id, t.transaction_type, float(t.total_amount)) for t in transactions] == [
         (RECEIVE, "RECEIVE", 10), ("29a69c45-64ca-4805-a1cc-34990de837b3", "SPEND-OVERPAYMENT", 9),
         ("0b89bf5c-d40b-4514-96be-36a739fb0188", "SPEND-OVERPAYMENT", 8)]
     assert all(t.account_id == "6f7594f2-f059-4d56-9e67-47ac9733bfe9" for t in transactions)
-    assert second_page(client, "transactions", models.TransactionOutput, first)
+    assert second_page(client, "transactions", models.TransactionOutput)
     transaction = retrieved(client, "transactions", RECEIVE, models.TransactionOutput)
     assert (transaction.contact_id, transaction.currency) == ("9c2c64de-12c9-4167-b503-e2c0e1aa1f49", "USD")
     assert [(li.name, li.value) for li in transaction.line_items] == [("hello", 10)]
@@ -442,7 +450,9 @@ def test_sdk_contacts(sdk_python: Path, gateway: Server, shared: Path, tmp_path:
         "3ff6d40c-af9a-40a3-89ce-3c1556a25591", "3ff6d40c-af9a-40a3-89ce-3c1556a25591", "Foo9987",
         "sid32476@blah.com", "Active")
     first, second = report["pages"]
-    assert [c["name"] for c in first["data"]] == ["Katherine Warren", "Lisa Parker"]
+    # One a page, though Prism answers both to pageSize=1: the limit holds, the second comes next.
+    assert [c["name"] for c in first["data"]] == ["Katherine Warren"]
+    assert [c["name"] for c in second["data"]] == ["Lisa Parker"]
     assert first["next_cursor"] and first["prev_cursor"] is None and second["prev_cursor"]
     got = report["retrieved"]
     assert (got["id"], got["name"], got["email_address"], got["tax_number"], got["currency"], got["is_supplier"]) == (
