@@ -70,6 +70,14 @@ def _check(args: argparse.Namespace) -> int:
             failed += 1
             continue
         ops = sum(len(o.operations) for o in provider.objects.values())
+        # A translation is shown right by an example from the provider's own documentation.
+        unshown = [op.key for o in provider.objects.values() for alternatives in o.operations.values()
+                   for op in alternatives if not op.spec.examples]
+        if unshown:
+            for key in unshown:
+                print(f"FAIL {path}: {key}: no worked example; add one from {provider.name}'s documentation under `examples`")
+            failed += 1
+            continue
         line = f"ok   {path}: provider {provider.name}, {len(provider.objects)} object(s), {ops} operation(s)"
         if args.examples:
             ran, failures = examples.check(provider)

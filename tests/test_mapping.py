@@ -27,10 +27,12 @@ VALID = {
     "objects": {
         "contacts": {
             "unify": {"id": "id", "name": "name", "status": "to_unified(status, 'status')"},
-            "create": {"method": "POST", "path": "/contacts", "body": {"name": "body.name"}, "record": "data"},
+            "create": {"method": "POST", "path": "/contacts", "body": {"name": "body.name"}, "record": "data",
+                       "examples": [{"input": {"body": {"name": "Acme"}}, "request": {"body": {"name": "Acme"}}}]},
             "list": {"path": "/contacts", "query": {"offset": "page.offset"}, "records": "items",
-                     "paging": {"style": "offset", "max_limit": 50}},
-            "retrieve": {"path": "/contacts/{id}"},
+                     "paging": {"style": "offset", "max_limit": 50},
+                     "examples": [{"request": {"query": {"offset": 0}}}]},
+            "retrieve": {"path": "/contacts/{id}", "examples": [{"input": {"id": "7"}, "request": {"path": "/contacts/7"}}]},
         },
     },
 }
@@ -521,3 +523,10 @@ def test_every_bundled_mapping_validates_against_the_schema_its_editor_is_pointe
         jsonschema.validate(yaml.safe_load(path.read_text()), schema)
     with pytest.raises(jsonschema.ValidationError, match="oauth"):
         jsonschema.validate({**VALID, "auth": {"type": "oauth"}}, schema)
+
+
+def test_check_fails_on_an_operation_without_a_worked_example(tmp_path):
+    bad = broken(tmp_path, lambda spec: spec["objects"]["contacts"]["retrieve"].pop("examples"))
+    result = run_check(str(bad))
+    assert result.returncode == 1
+    assert f"FAIL {bad}: $.objects.contacts.retrieve: no worked example" in result.stdout, result.stdout
