@@ -2,14 +2,13 @@
 
 import argparse
 import gc
-import logging
 import os
 import signal
 import sys
 from importlib.metadata import version
 from pathlib import Path
 
-from . import coverage, examples, mapping
+from . import coverage, examples, logs, mapping
 from .settings import ConfigError
 from .settings import bundled_mappings
 
@@ -148,7 +147,10 @@ def _main(argv: list[str] | None) -> int:
     serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (0.0.0.0: every interface)")
     serve.add_argument("--port", type=int, default=8000, help="the port to listen on")
     serve.add_argument("--log-level", default="info", choices=LOG_LEVELS, help="the least severe log lines kept")
-    serve.add_argument("--access-log", action="store_true", help="log every request line")
+    serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True,
+                       help="a log line for every request")
+    serve.add_argument("--log-format", default="json", choices=["json", "text"],
+                       help="JSON lines for log collectors, or text for people")
     serve.add_argument("--graceful-timeout", type=float, default=30.0, metavar="SECONDS",
                        help="on SIGTERM, how long calls under way may take to finish before they are cancelled")
     serve.add_argument("--keep-alive", type=float, default=5.0, metavar="SECONDS",
@@ -178,9 +180,7 @@ def _main(argv: list[str] | None) -> int:
     box.set_defaults(run=_sandbox)
 
     args = parser.parse_args(argv)
-    logging.basicConfig(level=getattr(args, "log_level", "info").upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # httpx logs every URL it calls, query string included: no place for credentials.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logs.configure(getattr(args, "log_level", "info"), getattr(args, "log_format", "text"))
     return args.run(args)
 
 

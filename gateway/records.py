@@ -12,7 +12,7 @@ import msgspec
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
-from . import steps
+from . import logs, steps
 from .call import Call
 from .connections import Connection
 from .errors import GatewayError, bad_request, unprocessable
@@ -80,7 +80,7 @@ class Records:
         headers = {}
         if ignored:
             listed = ", ".join(_printable(p) for p in ignored)
-            log.warning("%s: create %s ignored fields %s", conn.name, obj.name, listed)
+            logs.note(ignored_fields=listed)  # the caller's to know, in its header; the request's log line
             headers[IGNORED_HEADER] = listed
         data = await steps.call(self.upstream, conn, op, doc)
         record = None

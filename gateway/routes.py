@@ -14,7 +14,8 @@ from collections.abc import Awaitable, Callable
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
-from .call import Call
+from . import logs
+from .call import PREFIX, Call
 from .connections import ApiKeys, Connection
 from .errors import GatewayError, internal_error, shutting_down
 from .listing import Listing
@@ -39,12 +40,16 @@ class Gateway:
         """The ASGI app for every path under /accounting/: its own routing and
         error answers, without a framework's layers, as this is the hot path."""
         call = Call(scope, receive)
+        # The path as a template: ids stay out of the log.
+        logs.note(path=f"{PREFIX}{call.object}/{{id}}" if call.id else call.path)
         try:
             handler = self._route(call)
             conn = self.runtime.current.connections.authorize(self.api_keys, call.header(b"x-api-key"),
                                                               call.header(b"x-connection-token"))
+            logs.note(connection=conn.name, provider=conn.provider.name)
             response = await handler(call, conn, self._object(call))
         except GatewayError as exc:
+            logs.note(error=exc.code)
             response = exc.response()
         except ClientDisconnect:
             return  # nobody to answer

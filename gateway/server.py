@@ -15,8 +15,10 @@ JSON error. No TLS, no HTTP/2, no WebSockets: it serves a sidecar port.
 
 import asyncio
 import logging
+import re
 import signal
 import time
+import uuid
 from collections import deque
 from email.utils import formatdate
 from http import HTTPStatus
@@ -25,6 +27,7 @@ from urllib.parse import unquote
 import httptools
 from starlette.types import ASGIApp
 
+from . import logs
 from .errors import GatewayError, internal_error
 from .outbox import Outbox
 
@@ -314,6 +317,8 @@ class _Connection(asyncio.Protocol):
 
     async def _answer(self, request: _Request) -> None:
         exchange = _Exchange(self, request)
+        fields = {"request_id": exchange.request_id, "method": request.scope["method"], "path": request.scope["path"]}
+        logs.begin(fields)  # this task's: the app adds its own fields as it answers
         try:
             await self.server.app(request.scope, exchange.receive, exchange.send)
             if not exchange.complete:
@@ -323,13 +328,14 @@ class _Connection(asyncio.Protocol):
             if exchange.written:
                 self._close()  # an answer went out and then the app failed: the connection cannot be trusted
             else:  # answers are written whole, so nothing of this one has gone out yet
+                exchange.status = 500
                 exchange.write(_error_bytes(internal_error(), self.server.clock), keep_alive=False)
         finally:
             self.server.tasks.discard(self.task)
             self.task = None
         if self.server.access_log:
-            access.info('%s - "%s %s HTTP/%s" %s', self.client and self.client[0], request.scope["method"],
-                        request.scope["path"], request.scope["http_version"], exchange.status)
+            fields.update(status=exchange.status, duration_ms=round((time.monotonic() - request.started) * 1000, 3))
+            access.info("request", extra={"fields": fields})
         self._next()
 
     def _refuse(self, error: GatewayError) -> None:
@@ -402,11 +408,12 @@ class _Connection(asyncio.Protocol):
 class _Exchange:
     """The ASGI receive and send of one request."""
 
-    __slots__ = ("conn", "request", "started", "complete", "written", "status", "head", "chunks", "read")
+    __slots__ = ("conn", "request", "request_id", "started", "complete", "written", "status", "head", "chunks", "read")
 
     def __init__(self, conn: _Connection, request: _Request):
         self.conn = conn
         self.request = request
+        self.request_id = _request_id(request.scope["headers"])
         self.started = self.complete = self.written = self.read = False
         self.status = 0
         self.head: list[tuple[bytes, bytes]] = []
@@ -449,6 +456,7 @@ class _Exchange:
                 keep_alive = False
         if not sized:
             headers.append((b"content-length", str(len(body)).encode()))
+        headers.append((b"x-request-id", self.request_id.encode()))
         if not keep_alive:
             headers = [(k, v) for k, v in headers if k.lower() != b"connection"] + [(b"connection", b"close")]
         if self.request.scope["method"] == "HEAD" or self.status in (204, 304):
@@ -465,6 +473,21 @@ class _Exchange:
         conn.server.outbox.write(conn.transport, data, hold_in=conn.loop if hold else None)
         if not keep_alive:
             conn._close()
+
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
+    """The caller's X-Request-ID, if it is a plain token, so a trace can be
+    followed through; otherwise one of the gateway's own."""
+    for name, value in headers:
+        if name == b"x-request-id":
+            text = value.decode("latin-1")
+            if _REQUEST_ID.fullmatch(text):
+                return text
+            break
+    return uuid.uuid4().hex
 
 
 class _Lifespan:
@@ -509,7 +532,7 @@ class _Lifespan:
 
 class Server:
     def __init__(self, app: ASGIApp, host: str, port: int, *, max_body_bytes: int, keep_alive: float = 5.0,
-                 request_timeout: float = 30.0, send_timeout: float = 30.0, access_log: bool = False):
+                 request_timeout: float = 30.0, send_timeout: float = 30.0, access_log: bool = True):
         self.app = app
         self.address = (host, port)
         self.max_body_bytes = max_body_bytes

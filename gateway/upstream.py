@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from . import transport
+from . import logs, transport
 from .connections import Connection
 from .errors import GatewayError, bad_gateway, from_provider
 from .mapping import Provider, RetrySpec
@@ -128,6 +128,7 @@ class Upstream:
             raise GatewayError(503, "upstream_circuit_open", f"{provider.name} is failing; calls are paused",
                                {"Retry-After": str(max(1, round(wait)))}, provider=provider.name)
         state.in_flight += 1
+        started = time.monotonic()
         try:
             raw = await self._attempts(conn, request)
         except GatewayError as exc:
@@ -138,6 +139,8 @@ class Upstream:
             raise
         finally:
             state.in_flight -= 1
+            logs.note(upstream_ms=round((time.monotonic() - started) * 1000, 3))
+        logs.note(upstream_status=raw.status)
         if raw.status >= 500:
             breaker.failed()
         else:

@@ -6,6 +6,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,7 +74,10 @@ def answer(response: httpx.Response, status: int) -> dict:
 
 
 class Server:
-    """A real process serving HTTP on a loopback port, stopped at teardown."""
+    """A real process serving HTTP on a loopback port, stopped at teardown.
+
+    Its output is read as it comes, as a container runtime would: a log line
+    per request fills a pipe nobody reads, and then the process blocks on it."""
 
     def __init__(self, args: list[str], env: dict[str, str] | None = None, health: str = "/health"):
         self.port = free_port()
@@ -84,10 +88,13 @@ class Server:
             cwd=ROOT, env={**os.environ, **(env or {})},
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
+        self._lines: list[str] = []
+        self._reader = threading.Thread(target=lambda: self._lines.extend(self.process.stdout), daemon=True)
+        self._reader.start()
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                self.log = self.process.stdout.read()
+                self.stop()
                 raise RuntimeError(f"{args} exited with {self.process.returncode}:\n{self.log}")
             try:
                 httpx.get(self.url + health, timeout=0.5)
@@ -98,7 +105,15 @@ class Server:
         raise RuntimeError(f"{args} did not start in time:\n{self.log}")
 
     def stop(self) -> str:
-        self.log = stop_process(self.process) or self.log
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._reader.join(10)
+        self.log = "".join(self._lines)
         return self.log
 
 

@@ -5,6 +5,7 @@
     Formation sandbox running as its own process.
 """
 
+import json
 import contextlib
 import re
 import subprocess
@@ -101,7 +102,7 @@ def test_embedded_default_serves_the_demo_sandbox(shared: Path) -> None:
         log = server.stop()
 
     banner = [line for line in log.splitlines() if "DEMO MODE" in line]
-    assert banner and all("WARNING" in line for line in banner), log
+    assert banner and all(json.loads(line)["level"] == "warning" for line in banner), log
     assert "=" * 40 in log, "the demo warning should stand out"
     assert DEMO_KEY in log and DEMO_TOKEN in log and "Do not expose" in log, log
     assert "Traceback" not in log, log

@@ -1,0 +1,66 @@
+"""Logs a platform team's tooling reads: one JSON line per request, and every
+other event (start, reload, circuit open and closed, token refusals, shutdown)
+a JSON line too; `gateway serve --log-format text` for people.
+
+A request's fields are gathered while it runs, in a context variable of its
+own task: the route, connection and provider (routes.py), the upstream status
+and time (upstream.py), the fields a create ignored (records.py), its error
+code. The server adds the request id, status and duration and writes the line.
+No credential, API key, connection token, access or refresh token, nor any
+request or response body, is ever one of them.
+"""
+
+import contextvars
+import logging
+import time
+from typing import Any
+
+import msgspec
+
+_fields: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("request_log", default=None)
+
+
+def begin(fields: dict[str, Any]) -> None:
+    """The fields of the request the current task answers."""
+    _fields.set(fields)
+
+
+def note(**fields: Any) -> None:
+    """Add to the current request's line (nothing outside a request)."""
+    current = _fields.get()
+    if current is not None:
+        current.update(fields)
+
+
+def _utc(created: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created % 1 * 1000):03d}Z"
+
+
+class JsonLines(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = {"time": _utc(record.created), "level": record.levelname.lower(), "logger": record.name,
+                "message": record.getMessage(), **getattr(record, "fields", {})}
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return _encode(line).decode()
+
+
+_encode = msgspec.json.Encoder(enc_hook=str).encode
+
+
+class Text(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        fields = getattr(record, "fields", None)
+        return text + "".join(f" {k}={v}" for k, v in fields.items() if v is not None) if fields else text
+
+
+def configure(level: str, form: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonLines() if form == "json" else Text())
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    # httpx logs every URL it calls, query string included: no place for credentials.
+    logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -1,0 +1,54 @@
+"""What `gateway serve` logs, as a log collector reads it: every line JSON;
+one line per request with its request id (the caller's X-Request-ID, or one
+of the gateway's own, returned in the answer), method, path template,
+connection name, provider, upstream status and time, status, duration, error
+code and ignored fields; never a credential, API key or connection token."""
+
+import json
+from pathlib import Path
+
+import httpx
+import yaml
+from conftest import clean_server
+from fake_provider import API_KEY, COMPANY_ID, GATEWAY_KEY, FakeFormation, gateway_env, write_mapping
+
+TOKEN = "logs-connection-token-3f9a"  # a secret: never logged
+
+
+def test_every_line_is_json_and_a_request_is_one_line_without_secrets(tmp_path: Path):
+    fake = FakeFormation().start()
+    mappings = tmp_path / "mappings"
+    write_mapping(mappings, "formation_logs")
+    connections = tmp_path / "connections.yaml"
+    connections.write_text(yaml.safe_dump([{"token": TOKEN, "name": "acme-books", "provider": "formation_logs",
+                                            "base_url": fake.url, "credentials": {"api_key": API_KEY},
+                                            "context": {"company_id": COMPANY_ID}}]))
+    server = clean_server(["serve"], gateway_env(mappings, connections))
+    try:
+        with httpx.Client(base_url=server.url, timeout=10,
+                          headers={"x-api-key": GATEWAY_KEY, "x-connection-token": TOKEN}) as c:
+            created = c.post("/accounting/contacts", json={"name": "ok~logged", "currency": "EUR"},
+                             headers={"x-request-id": "trace-123"})
+            assert created.status_code == 201 and created.headers["x-request-id"] == "trace-123"
+            retrieved = c.get("/accounting/contacts/ok~secret-id")
+            assert retrieved.status_code == 200 and len(retrieved.headers["x-request-id"]) == 32
+            refused = c.get("/accounting/contacts/ok~x", headers={"x-api-key": "wrong", "x-request-id": "bad id\\"})
+            assert refused.status_code == 401 and refused.headers["x-request-id"] != "bad id\\"
+    finally:
+        log = server.stop()
+        fake.stop()
+    lines = [json.loads(line) for line in log.splitlines() if line.strip()]  # every line JSON
+    assert any(line["message"].startswith("listening on") for line in lines)
+    requests = [line for line in lines if line["logger"] == "gateway.access"]
+    create, retrieve, refusal = [r for r in requests if r["path"].startswith("/accounting/")]
+    assert create["request_id"] == "trace-123" and create["time"].endswith("Z")
+    assert {k: create[k] for k in ("method", "path", "status", "connection", "provider", "upstream_status",
+                                   "ignored_fields")} == {
+        "method": "POST", "path": "/accounting/contacts", "status": 201, "connection": "acme-books",
+        "provider": "formation_logs", "upstream_status": 201, "ignored_fields": "$.currency"}
+    assert create["duration_ms"] >= create["upstream_ms"] > 0
+    assert retrieve["path"] == "/accounting/contacts/{id}" and retrieve["request_id"] == retrieved.headers["x-request-id"]
+    assert refusal["status"] == 401 and refusal["error"] == "invalid_api_key" and "provider" not in refusal
+    assert not any(line["level"] == "warning" for line in lines), "an ignored field is the request's field, not a warning"
+    for secret in (TOKEN, GATEWAY_KEY, API_KEY, "wrong", "secret-id", "logged"):
+        assert secret not in log, secret
