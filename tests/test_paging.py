@@ -102,8 +102,8 @@ from starlette.testclient import TestClient  # noqa: E402
 from gateway.app import create_app  # noqa: E402
 from gateway.settings import from_environ  # noqa: E402
 
-LINKED = """\
-provider: linked
+PAGED = """\
+provider: paged
 base_url: https://api.books.test/v2
 auth: {type: bearer, credential: token}
 objects:
@@ -111,21 +111,27 @@ objects:
     unify: {id: id, remote_id: id, name: name}
     list:
       path: /contacts
-      query: {per_page: page.limit}
+      query: QUERY
       records: items
-      paging: {style: link, next: links.next, max_limit: 2}
+      paging: {style: STYLE, next: NEXT, max_limit: MAX}
 """
 H = {"x-api-key": "k", "x-connection-token": "t"}
 
 
-@pytest.fixture
-def linked(tmp_path):
+def gateway_for(tmp_path, style: str, query: str, next: str = "next", max_limit: int = 100) -> TestClient:
+    """The gateway in process, in front of a mocked provider paged this way."""
     (tmp_path / "m").mkdir()
-    (tmp_path / "m" / "linked.yaml").write_text(LINKED)
-    (tmp_path / "c.yaml").write_text("- {token: t, provider: linked, credentials: {token: secret}}\n")
+    mapping = PAGED.replace("STYLE", style).replace("QUERY", query).replace("NEXT", next).replace("MAX", str(max_limit))
+    (tmp_path / "m" / "paged.yaml").write_text(mapping)
+    (tmp_path / "c.yaml").write_text("- {token: t, provider: paged, credentials: {token: secret}}\n")
     env = {"GATEWAY_API_KEYS": "k", "GATEWAY_CONNECTIONS": str(tmp_path / "c.yaml"),
            "GATEWAY_MAPPINGS": str(tmp_path / "m"), "GATEWAY_CURSOR_SECRET": "s"}
-    with TestClient(create_app(from_environ(env), environ=env, transport=httpx.AsyncHTTPTransport())) as client:
+    return TestClient(create_app(from_environ(env), environ=env, transport=httpx.AsyncHTTPTransport()))
+
+
+@pytest.fixture
+def linked(tmp_path):
+    with gateway_for(tmp_path, "link", "{per_page: page.limit}", next="links.next", max_limit=2) as client:
         yield client
 
 
@@ -152,30 +158,6 @@ def test_a_next_link_to_another_host_is_a_502_not_a_request(linked, httpx_mock):
 
 
 # -- cursors that resume at the next record, through the gateway --------------------------
-
-PAGED = """\
-provider: paged
-base_url: https://api.books.test/v2
-auth: {type: bearer, credential: token}
-objects:
-  contacts:
-    unify: {id: id, remote_id: id, name: name}
-    list:
-      path: /contacts
-      query: QUERY
-      records: items
-      paging: {style: STYLE, next: next, max_limit: 100}
-"""
-
-
-def gateway_for(tmp_path, style: str, query: str) -> TestClient:
-    (tmp_path / "m").mkdir()
-    (tmp_path / "m" / "paged.yaml").write_text(PAGED.replace("STYLE", style).replace("QUERY", query))
-    (tmp_path / "c.yaml").write_text("- {token: t, provider: paged, credentials: {token: secret}}\n")
-    env = {"GATEWAY_API_KEYS": "k", "GATEWAY_CONNECTIONS": str(tmp_path / "c.yaml"),
-           "GATEWAY_MAPPINGS": str(tmp_path / "m"), "GATEWAY_CURSOR_SECRET": "s"}
-    return TestClient(create_app(from_environ(env), environ=env, transport=httpx.AsyncHTTPTransport()))
-
 
 def walk(client: TestClient, limits: list[int]) -> list[list[str]]:
     """The ids of each unified page, paging with these limits in turn."""
