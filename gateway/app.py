@@ -38,7 +38,7 @@ SANDBOX_URL = "http://formation.sandbox.invalid"
 
 def _embedded_connections(providers: dict[str, mapping.Provider], keeper: auth.Keeper,
                           previous: Connections | None) -> Connections:
-    entry = ConnectionEntry(token=SANDBOX_TOKEN, provider="formation", name="sandbox-formation", base_url=SANDBOX_URL,
+    entry = ConnectionEntry(token=SANDBOX_TOKEN, provider="formation", name="embedded-sandbox", base_url=SANDBOX_URL,
                             credentials={"api_key": sandbox.API_KEY}, context={"company_id": sandbox.COMPANY_ID})
     conn = connections.Connection(entry, providers["formation"], "embedded sandbox", keeper,
                                   previous.resolve(SANDBOX_TOKEN) if previous else None)

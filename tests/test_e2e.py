@@ -101,6 +101,12 @@ def test_embedded_default_serves_the_demo_sandbox(shared: Path) -> None:
     finally:
         log = server.stop()
 
+    # A connection is logged by its name, never its token, even the demo's public one.
+    requests = [json.loads(line) for line in log.splitlines() if '"gateway.access"' in line]
+    assert {r.get("connection") for r in requests if r["path"].startswith("/accounting/")} >= {"embedded-sandbox"}
+    assert not [line for line in log.splitlines() if DEMO_TOKEN in line and "DEMO MODE" not in line
+                and "connection token" not in line]
+
     banner = [line for line in log.splitlines() if "DEMO MODE" in line]
     assert banner and all(json.loads(line)["level"] == "warning" for line in banner), log
     assert "=" * 40 in log, "the demo warning should stand out"
