@@ -303,11 +303,7 @@ class FakeFormation:
                 await writer.drain()
                 await asyncio.sleep(float(args[0]))
             # Its end comes when a client that kept the connection has sent its next request on it.
-            writer.write(_head(200, "application/json", len(stray)) + stray[:10])
-            await writer.drain()
-            await asyncio.sleep(0.3)
-            writer.write(stray[10:])
-            await writer.drain()
+            await _in_two(writer, _head(200, "application/json", len(stray)) + stray[:10], stray[10:], 0.3)
             return True
         elif fault == "cuthead":
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Le")
@@ -333,12 +329,8 @@ class FakeFormation:
             return True
         elif fault == "eof":
             payload = json.dumps(answer).encode()
-            writer.write(f"HTTP/1.1 {status} OK\r\nContent-Type: application/json\r\n\r\n".encode())
-            writer.write(payload[:50])
-            await writer.drain()
-            await asyncio.sleep(0.02)
-            writer.write(payload[50:])
-            await writer.drain()
+            head = f"HTTP/1.1 {status} OK\r\nContent-Type: application/json\r\n\r\n".encode()
+            await _in_two(writer, head + payload[:50], payload[50:], 0.02)
             return False
         elif fault == "trailers":
             payload = json.dumps(answer).encode()
@@ -360,6 +352,15 @@ class FakeFormation:
             return True
         await _send_json(writer, status, answer)
         return True
+
+
+async def _in_two(writer: asyncio.StreamWriter, first: bytes, rest: bytes, pause: float) -> None:
+    """Bytes in two reads of the client's, `pause` seconds apart."""
+    writer.write(first)
+    await writer.drain()
+    await asyncio.sleep(pause)
+    writer.write(rest)
+    await writer.drain()
 
 
 async def _body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
