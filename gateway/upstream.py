@@ -136,11 +136,11 @@ class Upstream:
                 breaker.failed()
             elif exc.code == "upstream_response_too_large":
                 breaker.succeeded()  # the provider is up; its answer is just too big for us
+            logs.note(upstream_ms=round((time.monotonic() - started) * 1000, 3))
             raise
         finally:
             state.in_flight -= 1
-            logs.note(upstream_ms=round((time.monotonic() - started) * 1000, 3))
-        logs.note(upstream_status=raw.status)
+        logs.note(upstream_status=raw.status, upstream_ms=round((time.monotonic() - started) * 1000, 3))
         if raw.status >= 500:
             breaker.failed()
         else:
