@@ -26,6 +26,7 @@ import hashlib
 import logging
 import os
 import time
+from datetime import datetime, timezone
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -130,7 +131,7 @@ class OAuth2:
             self._lock = asyncio.Lock()
         async with self._lock:  # the calls of this process wait for one refresh
             if not self.loaded:
-                await self._adopt(await self._persisted())
+                self._adopt(await self._persisted())
                 self.loaded = True
             if self.tokens is not None and self.tokens.fresh(time.time()) and self.headers != refused:
                 return self.headers  # refreshed while this call waited
@@ -145,12 +146,11 @@ class OAuth2:
         try:
             raw = await self.keeper.store.get(self.key)
         except StoreUnavailable as exc:
-            raise GatewayError(503, "state_unavailable", f"the state store does not answer: {exc}",
-                               {"Retry-After": "1"}) from None
+            raise _store_down(exc) from None
         tokens = _decode(raw) if raw else None
         return tokens if tokens is not None and tokens.seed == self.seed else None
 
-    async def _adopt(self, tokens: Tokens | None) -> None:
+    def _adopt(self, tokens: Tokens | None) -> None:
         if tokens is not None:
             self.tokens = tokens
             self.headers = self._headers()
@@ -165,18 +165,17 @@ class OAuth2:
                 persisted = await self._persisted()
                 if persisted is not None and persisted.fresh(time.time()) and \
                         {"Authorization": "Bearer " + persisted.access_token} != refused:
-                    await self._adopt(persisted)
+                    self._adopt(persisted)
                     return
-                await self._adopt(persisted)
+                self._adopt(persisted)
                 tokens = await self._grant()
                 # Kept before it is used: the refresh token it replaces is spent.
                 await store.set(self.key, _encode(tokens))
-                await self._adopt(tokens)
+                self._adopt(tokens)
             finally:
                 await store.delete(self.lock_key, only_if=owner)
         except StoreUnavailable as exc:
-            raise GatewayError(503, "state_unavailable", f"the state store does not answer: {exc}",
-                               {"Retry-After": "1"}) from None
+            raise _store_down(exc) from None
 
     async def _acquire(self, owner: bytes) -> None:
         deadline = time.monotonic() + LEASE + 5
@@ -214,8 +213,7 @@ class OAuth2:
         token = data.get("access_token") if isinstance(data, dict) else None
         if answer.status != 200 or not isinstance(token, str) or not token:
             raise self._transient(f"its token endpoint answered {answer.status} without an access token")
-        expires_in = data.get("expires_in")
-        lifetime = float(expires_in) if isinstance(expires_in, (int, float)) and expires_in > 0 else 3600.0
+        lifetime = _seconds(data.get("expires_in"))
         rotated = data.get("refresh_token")
         # RFC 6749 6: without a new refresh token, the old one stays good.
         refresh = rotated if isinstance(rotated, str) and rotated else (self.tokens.refresh_token if self.tokens else None)
@@ -237,9 +235,23 @@ class OAuth2:
         return _unavailable(self.provider, why)
 
 
+def _store_down(exc: StoreUnavailable) -> GatewayError:
+    return GatewayError(503, "state_unavailable", f"the state store does not answer: {exc}", {"Retry-After": "1"})
+
+
 def _unavailable(provider: Provider, why: str) -> GatewayError:
     return bad_gateway("token_refresh_failed", f"cannot refresh the access token for {provider.name}: {why}",
                        provider=provider.name)
+
+
+def _seconds(expires_in: Any) -> float:
+    """A token's lifetime: RFC 6749 says a number of seconds, some endpoints send
+    it as text; absent or unreadable, an hour (what the providers we map give)."""
+    try:
+        seconds = float(expires_in)
+    except (TypeError, ValueError):
+        return 3600.0
+    return seconds if seconds > 0 else 3600.0
 
 
 def _json_or_none(body: bytes) -> Any:
@@ -260,8 +272,6 @@ def _from_file(credentials: dict[str, str], seed: str) -> Tokens | None:
 
 def _epoch(value: str) -> float:
     """Epoch seconds, or an ISO 8601 date and time (UTC if it names no zone)."""
-    from datetime import datetime, timezone
-
     try:
         return float(value)
     except ValueError:
@@ -287,8 +297,8 @@ def for_connection(provider: Provider, credentials: dict[str, str], token_url: s
         pair = f"{_credential(credentials, 'username', where)}:{_credential(credentials, 'password', where)}"
         return StaticAuth({"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()})
     if auth.type == "oauth2":
-        for name_ in ("client_id", "client_secret") + (("refresh_token",) if auth.grant == "refresh_token" else ()):
-            _credential(credentials, name_, where)
+        for required in ("client_id", "client_secret") + (("refresh_token",) if auth.grant == "refresh_token" else ()):
+            _credential(credentials, required, where)
         url = token_url or auth.token_url
         parts = urlsplit(url or "")
         if parts.scheme not in ("http", "https") or not parts.hostname:

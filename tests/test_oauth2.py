@@ -226,3 +226,11 @@ def test_no_secret_reaches_a_log():
     assert "refreshed" in text  # the logs are there, and speak of the tokens...
     for secret in (CLIENT_SECRET, "rt-", "at-"):  # ...never of their values
         assert secret not in text, secret
+
+
+@pytest.mark.parametrize("expires_in, seconds", [(1800, 1800.0), ("21600", 21600.0), (None, 3600.0), ("soon", 3600.0),
+                                                 (0, 3600.0)])
+def test_a_lifetime_sent_as_text_is_read_as_seconds(expires_in, seconds):
+    from gateway.auth import _seconds
+
+    assert _seconds(expires_in) == seconds
