@@ -103,7 +103,16 @@ def _coverage(args: argparse.Namespace) -> int:
     except mapping.MappingError as exc:
         print(f"gateway coverage: {exc}", file=sys.stderr)
         return 1
-    print(coverage.markdown(providers))
+    matrix = coverage.markdown(providers)
+    if args.write is None:
+        print(matrix)
+        return 0
+    try:
+        coverage.write(args.write, matrix)
+    except (OSError, ValueError) as exc:
+        print(f"gateway coverage: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.write}: coverage matrix rewritten")
     return 0
 
 
@@ -171,6 +180,8 @@ def _main(argv: list[str] | None) -> int:
 
     cover = commands.add_parser("coverage", help="print, per provider, the unified operations and fields mapped")
     cover.add_argument("paths", nargs="*", help="mapping files or directories (default: the bundled mappings)")
+    cover.add_argument("--write", type=Path, metavar="FILE",
+                       help="rewrite the matrix between FILE's coverage markers instead of printing it")
     cover.set_defaults(run=_coverage)
 
     box = commands.add_parser("sandbox", help="run the fake Formation API alone (for tests and benchmarks)")

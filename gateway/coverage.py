@@ -1,5 +1,7 @@
 """`gateway coverage`: which unified operations and fields each mapping serves."""
 
+from pathlib import Path
+
 from .mapping import Provider
 from .models import OBJECTS
 
@@ -39,3 +41,16 @@ def markdown(providers: list[Provider]) -> str:
                          f"{', '.join(f for f in output if f not in filled) or '—'} | {', '.join(carried) or '—'} |")
         lines.append("")
     return "\n".join(lines)
+
+
+START, END = "<!-- coverage:start -->", "<!-- coverage:end -->"
+
+
+def write(path: Path, matrix: str) -> None:
+    """Put `matrix` between the coverage markers of the Markdown file at path."""
+    text = path.read_text(encoding="utf-8")
+    head, start, rest = text.partition(START)
+    _, end, tail = rest.partition(END)
+    if not start or not end:
+        raise ValueError(f"{path} lacks the markers {START} and {END}")
+    path.write_text(f"{head}{START}\n{matrix.strip()}\n{END}{tail}", encoding="utf-8")

@@ -86,4 +86,24 @@ def test_the_readme_carries_the_current_coverage_matrix():
     start, end = "<!-- coverage:start -->", "<!-- coverage:end -->"
     assert start in readme and end in readme, "README.md lacks the coverage markers"
     current = readme.split(start)[1].split(end)[0].strip()
-    assert current == gateway("coverage").stdout.strip(), "README's matrix is stale: run `gateway coverage`"
+    assert current == gateway("coverage").stdout.strip(), \
+        "README's matrix is stale: run `gateway coverage --write README.md`"
+
+
+def test_coverage_write_rewrites_only_the_matrix(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# Title\n\nbefore\n<!-- coverage:start -->\nstale rows\n<!-- coverage:end -->\nafter\n")
+    done = gateway("coverage", "--write", str(readme))
+    assert done.returncode == 0, done.stderr
+    text = readme.read_text()
+    assert text.startswith("# Title\n\nbefore\n<!-- coverage:start -->\n### Operations") and text.endswith("<!-- coverage:end -->\nafter\n")
+    assert "stale rows" not in text and text.split("<!-- coverage:start -->")[1].split("<!-- coverage:end -->")[0].strip() \
+        == gateway("coverage").stdout.strip()
+
+
+def test_coverage_write_refuses_a_file_without_markers(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("no markers here\n")
+    done = gateway("coverage", "--write", str(readme))
+    assert done.returncode == 1 and "lacks the markers" in done.stderr
+    assert readme.read_text() == "no markers here\n"
