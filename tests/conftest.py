@@ -1,7 +1,9 @@
 """Shared fixtures: ../shared, free loopback ports, real server processes, a real redis-server."""
 
 import json
+import logging
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -28,6 +30,57 @@ def state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("XDG_STATE_HOME", str(home))
         yield home
+
+
+# -- no secret in any log: every gateway log of the run is grepped at its end ------------
+
+# The embedded demo's key and token are public by design, and its start says them out loud.
+PUBLIC = {"gateway-demo-key", "sandbox-formation"}
+SECRETS: set[str] = set()  # every value the run handed a gateway as a secret
+LOGS: list[str] = []  # every gateway's output: processes when they stop, in-process gateways as they log
+_SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL", re.IGNORECASE)
+
+
+def note_secrets(env: dict[str, str]) -> None:
+    """The secrets in a gateway's environment: keys, tokens and passwords, and the
+    connections file's tokens and credentials, `${ENV}` references resolved."""
+    import yaml
+
+    found = [v for name, value in env.items() if _SECRET_NAME.search(name) for v in value.split(",")]
+    if path := env.get("GATEWAY_CONNECTIONS"):
+        try:
+            document = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError):
+            document = {}
+        for connection in document.get("connections") or () if isinstance(document, dict) else ():
+            if isinstance(connection, dict):
+                credentials = connection.get("credentials")
+                found += [connection.get("token"), *(credentials.values() if isinstance(credentials, dict) else ())]
+        found = [re.sub(r"\$\{(\w+)\}", lambda m: {**os.environ, **env}.get(m[1], ""), str(v)) for v in found if v]
+    # Short values ("x", "k1") would match by chance in any log.
+    SECRETS.update(value.strip() for value in found if len(value.strip()) >= 8 and value.strip() not in PUBLIC)
+
+
+class _Keep(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        LOGS.append(self.format(record) + repr(getattr(record, "fields", "")))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_any_log() -> Iterator[None]:
+    """Fails the run (an error at the last teardown) if a secret any test used reached
+    any gateway's log: API keys, connection tokens, credentials, OAuth2 client
+    secrets and every access and refresh token the fake token endpoint issued."""
+    from fake_oauth import ISSUED
+
+    keep = _Keep()
+    logging.getLogger("gateway").addHandler(keep)  # survives logs.configure's root reset
+    yield
+    logging.getLogger("gateway").removeHandler(keep)
+    secrets = SECRETS | ISSUED
+    leaks = sorted({secret for secret in secrets for log in LOGS if secret in log})
+    assert not leaks, f"secrets in gateway logs: {leaks}"
+    assert secrets and LOGS or not LOGS, "no secrets noted: the leak check would pass for nothing"
 
 
 @pytest.fixture(scope="session")
@@ -83,6 +136,7 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = ""
+        note_secrets(env or {})
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gateway", *args, "--port", str(self.port)],
             cwd=ROOT, env={**os.environ, **(env or {})},
@@ -113,6 +167,8 @@ class Server:
                 self.process.kill()
                 self.process.wait()
         self._reader.join(10)
+        if not self.log:
+            LOGS.append("".join(self._lines))
         self.log = "".join(self._lines)
         return self.log
 
@@ -142,8 +198,8 @@ def formation_sandbox() -> Iterator[Server]:
 # -- end-to-end helpers: clean environments, the seed contact, configured gateways --
 
 E2E_API_KEYS = ("e2e-key-primary", "e2e-key-secondary")
-E2E_TOKEN = "e2e-formation"
-E2E_BAD_CREDENTIAL_TOKEN = "e2e-formation-bad-credential"
+E2E_TOKEN = "e2e-connection-token-5d2c"
+E2E_BAD_CREDENTIAL_TOKEN = "e2e-connection-token-bad-credential-9e1f"
 
 
 def without_gateway_env(environ: dict[str, str] | None = None) -> dict[str, str]:

@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl, unquote
 
 CLIENT_ID = "fake-client-id"
 CLIENT_SECRET = "fake-client-secret-7b1c"
+ISSUED: set[str] = {CLIENT_SECRET}  # every token any FakeTokens gave out: conftest greps all logs for them
 
 
 class FakeTokens:
@@ -54,12 +55,14 @@ class FakeTokens:
         with self._lock:
             token = f"rt-{next(self._numbers)}-seed"
             self._refresh[token] = True
+            ISSUED.add(token)
             return token
 
     def issue_access_token(self, lifetime: float) -> str:
         with self._lock:
             token = f"at-{next(self._numbers)}-given"
             self._access[token] = time.monotonic() + lifetime
+            ISSUED.add(token)
             return token
 
     def revoke(self, access_token: str) -> None:
@@ -130,8 +133,10 @@ class FakeTokens:
                 self._refresh[presented] = False  # spent
                 answer["refresh_token"] = rotated = f"rt-{next(self._numbers)}-rotated"
                 self._refresh[rotated] = True
+                ISSUED.add(rotated)
             elif grant != "client_credentials":
                 return 400, {"error": "unsupported_grant_type"}
             answer["access_token"] = access = f"at-{next(self._numbers)}-issued"
             self._access[access] = time.monotonic() + self.lifetime
+            ISSUED.add(access)
             return 200, answer
