@@ -15,7 +15,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from . import auth, connections, idempotency, mapping, sandbox
 from .connections import ApiKeys, ConnectionEntry, Connections
@@ -23,6 +23,7 @@ from .call import PREFIX
 from .cursor import Cursors
 from .errors import GatewayError, internal_error
 from .listing import Listing
+from .openapi import ASSETS, Docs
 from .records import REPLAYED_HEADERS, Records
 from .routes import Gateway
 from .runtime import Runtime, Snapshot, mapping_files
@@ -118,7 +119,12 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] = os
     async def ready(request: Request) -> Response:
         """Readiness: mappings and connections loaded (a reload never unloads
         them) and the state store answering. A connection whose circuit is open
-        is reported, not a reason to take the instance out of service."""
+        is reported, not a reason to take the instance out of service.
+        ---
+        responses:
+          "200": {description: Ready}
+          "503": {description: The state store does not answer}
+        """
         snapshot = runtime.current
         body = {"status": "ready", "providers": sorted(snapshot.providers), "connections": len(snapshot.connections),
                 "open_circuits": [{"connection": c.name, "provider": c.provider.name}
@@ -132,6 +138,7 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] = os
         return JSONResponse(body)
 
     async def version(request: Request) -> Response:
+        """The gateway's version, and Python's."""
         return JSONResponse({"name": "gateway", "version": metadata.version("gateway"),
                              "python": platform.python_version()})
 
@@ -157,8 +164,11 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] = os
 
     # Each also with a trailing slash, answered in place (Starlette would redirect to the client's Host).
     endpoints = {"/health": health, "/healthz": health, "/readyz": ready, "/version": version}
+    docs = Docs(gateway.served(), endpoints)
+    endpoints = endpoints | {"/openapi.json": docs.openapi, "/docs": docs.page}
     starlette = Starlette(
-        routes=[Route(path + slash, endpoint) for path, endpoint in endpoints.items() for slash in ("", "/")],
+        routes=[Route(path + slash, endpoint) for path, endpoint in endpoints.items() for slash in ("", "/")]
+        + [Mount(ASSETS, docs.assets)],
         exception_handlers={GatewayError: gateway_error, HTTPException: http_error, Exception: unexpected_error},
         lifespan=lifespan,
     )

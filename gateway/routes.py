@@ -36,6 +36,10 @@ class Gateway:
         self._collection: dict[str, Handler] = {"GET": listing, "POST": records.create}
         self._record: dict[str, Handler] = {"GET": records.retrieve}
 
+    def served(self) -> dict[str, tuple[str, ...]]:
+        """The methods answered on a unified collection and on a record: what /openapi.json describes."""
+        return {"collection": tuple(self._collection), "record": tuple(self._record)}
+
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         """The ASGI app for every path under /accounting/: its own routing and
         error answers, without a framework's layers, as this is the hot path."""
