@@ -425,7 +425,9 @@ class _Exchange:
             self.read = True
             body = self.request.body
             return {"type": "http.request", "body": body[0] if len(body) == 1 else b"".join(body), "more_body": False}
-        await self.conn.disconnected
+        # Shielded: a waiter cancelled once its response is sent (Starlette's
+        # FileResponse) would otherwise cancel the connection's future for every later request on it.
+        await asyncio.shield(self.conn.disconnected)
         return {"type": "http.disconnect"}
 
     async def send(self, message: dict) -> None:
