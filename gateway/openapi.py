@@ -15,7 +15,7 @@ import base64
 import hashlib
 import inspect
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from http import HTTPStatus
 from importlib import metadata
 from typing import Any
@@ -116,37 +116,37 @@ def _openapi30(node: Any) -> Any:
     return out
 
 
-def _datetimes(model: type[msgspec.Struct]) -> Iterator[str]:
-    """Fields holding a datetime: msgspec gives them no format, as the models
-    also read one without an offset; the gateway's answers are RFC 3339."""
-    for field in mi.type_info(model).fields:
-        types = field.type.types if isinstance(field.type, mi.UnionType) else (field.type,)
-        if any(isinstance(t, mi.DateTimeType) for t in types):
-            yield field.encode_name
+def _structs(types: Iterable[mi.Type]) -> Iterator[mi.StructType]:
+    """The structs among `types` and the structs they hold (line items)."""
+    for t in types:
+        if isinstance(t, mi.StructType):
+            yield t
+            yield from _structs(f.type for f in t.fields)
+        elif isinstance(t, mi.UnionType):
+            yield from _structs(t.types)
+        elif isinstance(t, mi.ListType):
+            yield from _structs((t.item_type,))
+
+
+def _datetimes(struct: mi.StructType) -> list[str]:
+    """Its fields holding a datetime: msgspec gives them no format, as the
+    models also read one without an offset; the gateway answers RFC 3339."""
+    return [f.encode_name for f in struct.fields
+            if any(isinstance(t, mi.DateTimeType) for t in (f.type.types if isinstance(f.type, mi.UnionType) else (f.type,)))]
 
 
 def _schemas(models: Mapping[type[msgspec.Struct], str]) -> dict[str, Any]:
+    """The models' schemas under the given names, and those of the models they hold under their own."""
     _, components = msgspec.json.schema_components(list(models), ref_template=SCHEMAS + "{name}")
+    dated = {struct.cls.__name__: _datetimes(struct) for struct in _structs(mi.multi_type_info(list(models)))}
     renamed = {model.__name__: name for model, name in models.items()}
-    found = {model.__name__: model for model in models}
-    for model in list(found.values()):  # the models they hold (line items)
-        for field in msgspec.structs.fields(model):
-            for inner in _nested_models(field.type):
-                found.setdefault(inner.__name__, inner)
     out = {}
     for name, schema in components.items():
         schema = _openapi30(schema)
-        for field in _datetimes(found[name]):
+        for field in dated[name]:
             schema["properties"][field]["format"] = "date-time"
         out[renamed.get(name, name)] = schema
     return _rename_refs(out, renamed)
-
-
-def _nested_models(kind: Any) -> Iterator[type]:
-    if isinstance(kind, type) and issubclass(kind, msgspec.Struct):
-        yield kind
-    for arg in getattr(kind, "__args__", ()):
-        yield from _nested_models(arg)
 
 
 def _rename_refs(node: Any, renamed: Mapping[str, str]) -> Any:
