@@ -45,7 +45,8 @@ class PaginatedDto(msgspec.Struct):
 
 
 class Error(msgspec.Struct, kw_only=True):
-    """Every error the gateway answers (gateway/errors.py)."""
+    """Every error the gateway answers (gateway/errors.py): `code` is stable
+    for programs; the provider's fields keep what the provider said."""
 
     statusCode: int
     error: str
@@ -55,17 +56,18 @@ class Error(msgspec.Struct, kw_only=True):
     provider_status: int | msgspec.UnsetType = msgspec.UNSET
     provider_code: str | msgspec.UnsetType = msgspec.UNSET
     provider_message: str | msgspec.UnsetType = msgspec.UNSET
+    operation: str | msgspec.UnsetType = msgspec.UNSET  # the operation a provider's mapping does not map (501)
+    parameter: str | msgspec.UnsetType = msgspec.UNSET  # the query parameter refused (400)
+    path: str | msgspec.UnsetType = msgspec.UNSET  # where in the body it is invalid (422)
 
 
 # What each route of gateway/routes.py does, keyed as Gateway.served() names them.
 _KINDS = {("collection", "GET"): "list", ("collection", "POST"): "create", ("record", "GET"): "retrieve"}
 
-# The errors each kind of operation may answer, besides its success.
-_ERRORS = {
-    "list": (400, 401, 429, 501, 502, 503, 504),
-    "retrieve": (400, 401, 404, 429, 501, 502, 503, 504),
-    "create": (400, 401, 409, 413, 422, 429, 501, 502, 503, 504),
-}
+# The errors any operation may answer: a provider's own refusals keep their
+# status (gateway/errors.py), so a list too may be a 404 or a 409.
+_ERRORS = (400, 401, 404, 409, 422, 429, 501, 502, 503, 504)
+_CREATE_ERRORS = (413,)  # a body too large
 
 
 def _singular(name: str) -> str:
@@ -218,7 +220,7 @@ def _operation(kind: str, obj: UnifiedObject) -> dict[str, Any]:
               "requestBody": {"required": True, "content": {"application/json": {
                   "schema": _ref(_component(obj, "Input"))}}},
               "responses": {"201": _json(output, headers=_CREATED_HEADERS)}}
-    for status in _ERRORS[kind]:
+    for status in sorted(_ERRORS + (_CREATE_ERRORS if kind == "create" else ())):
         op["responses"][str(status)] = _json(_ref("Error"), HTTPStatus(status).phrase)
     op["tags"] = [f"accounting/{obj.name}"]
     return op
@@ -304,9 +306,9 @@ class Docs:
         self.assets = StaticFiles(directory=swagger_ui_path)
 
     async def openapi(self, request: Request) -> Response:
-        """The OpenAPI 3.0 description of this gateway's API"""
+        """The OpenAPI 3.0 description of this gateway's API."""
         return Response(self._description, media_type="application/json")
 
     async def page(self, request: Request) -> Response:
-        """The API's docs page"""
+        """The API's docs page."""
         return HTMLResponse(_PAGE, headers={"Content-Security-Policy": _CSP})
