@@ -266,6 +266,8 @@ def test_real_answers_fit_the_described_schemas(gateway: Server, ours: dict, sha
 # -- the docs page --
 
 def test_docs_page_assets_come_from_the_gateway(gateway: Server) -> None:
+    """Served with their content types, one after the other on one connection
+    (a file response waits for the client's disconnect: it must not end the next request's wait)."""
     with httpx.Client(base_url=gateway.url, timeout=10) as c:
         page = c.get("/docs")
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
