@@ -11,6 +11,7 @@ on the port served, every reference resolving, the mapping files loading, the
 configuration starting a gateway) is checked here.
 """
 
+import base64
 import copy
 import json
 import os
@@ -353,3 +354,293 @@ def test_the_image_command_serves_as_pid_1_writes_only_its_volume_and_stops_clea
     assert (volume / "state.sqlite3").exists(), sorted(p.name for p in volume.iterdir())
     after = tree(image.moved.base, skip=volume)
     assert not sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+
+
+# -- Kubernetes ----------------------------------------------------------------------
+
+
+def manifests() -> list[tuple[Path, dict]]:
+    found = [(path, doc) for path in sorted(KUBERNETES.glob("*.yaml"))
+             for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+    assert found, f"no manifests in {KUBERNETES}"
+    return found
+
+
+class Cluster:
+    """The example's objects by kind and name, and the lookups a kubelet would make."""
+
+    def __init__(self, docs: list[dict]):
+        self.objects: dict[tuple[str, str], dict] = {}
+        for doc in docs:
+            key = (doc["kind"], doc["metadata"]["name"])
+            assert key not in self.objects, f"{key} defined twice"
+            self.objects[key] = doc
+
+    def get(self, kind: str, name: str) -> dict:
+        assert (kind, name) in self.objects, f"{kind} {name} is referenced but not defined"
+        return self.objects[(kind, name)]
+
+    def values(self, kind: str, name: str) -> dict[str, str]:
+        found = self.get(kind, name)
+        decoded = {k: base64.b64decode(v).decode() for k, v in found.get("data", {}).items()} if kind == "Secret" else {}
+        return {**found.get("data", {}), **decoded, **found.get("stringData", {})}
+
+    def workloads(self) -> list[dict]:
+        return [o for (kind, _), o in self.objects.items() if kind in ("Deployment", "StatefulSet", "DaemonSet")]
+
+
+def containers(pod: dict) -> list[dict]:
+    return [*pod.get("initContainers", []), *pod["containers"]]
+
+
+def container_env(cluster: Cluster, container: dict) -> dict[str, str]:
+    """The container's environment as the kubelet builds it: envFrom first, then env in order,
+    $(VAR) expanded from what is defined before; every Secret and ConfigMap key it reads must exist."""
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        for kind, field in (("Secret", "secretRef"), ("ConfigMap", "configMapRef")):
+            if field in source:
+                values = cluster.values(kind, source[field]["name"])
+                env.update({source.get("prefix", "") + key: value for key, value in values.items()})
+    for var in container.get("env", []):
+        if "value" in var:
+            env[var["name"]] = expand(var["value"], env, f"{container['name']}: {var['name']}")
+            continue
+        ref = var["valueFrom"]
+        for kind, field in (("Secret", "secretKeyRef"), ("ConfigMap", "configMapKeyRef")):
+            if field in ref:
+                values = cluster.values(kind, ref[field]["name"])
+                key = ref[field]["key"]
+                assert key in values, f"{container['name']}: {var['name']} reads {kind} {ref[field]['name']} key {key}, which it lacks"
+                env[var["name"]] = values[key]
+    return env
+
+
+def expand(value: str, env: dict[str, str], where: str) -> str:
+    def lookup(match: re.Match) -> str:
+        assert match[1] in env, f"{where} reads $({match[1]}), not defined before it"
+        return env[match[1]]
+    return re.sub(r"\$\((\w+)\)", lookup, value)
+
+
+def port_number(container: dict, port: int | str) -> int:
+    if isinstance(port, int):
+        return port
+    [number] = [p["containerPort"] for p in container.get("ports", []) if p.get("name") == port]
+    return number
+
+
+def gateway_pod(cluster: Cluster) -> tuple[dict, dict, dict]:
+    """The Deployment that runs the gateway as a sidecar, its pod spec, and the gateway's container."""
+    found = [(w, w["spec"]["template"]["spec"], c) for w in cluster.workloads()
+             for c in containers(w["spec"]["template"]["spec"]) if c["name"] == "gateway"]
+    assert len(found) == 1, "one gateway sidecar"
+    return found[0]
+
+
+def test_every_manifest_is_valid_for_kubernetes():
+    for path, doc in manifests():
+        for version in KUBERNETES_VERSIONS:
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                pytest.fail(f"{path.name}: {doc['kind']} {doc['metadata']['name']} is not valid in Kubernetes {version}: "
+                            f"{exc.message} at {'.'.join(map(str, exc.path))}")
+
+
+def test_the_validator_refuses_what_kubernetes_would():
+    """The schemas are no formality: a misspelt field or a wrong type is refused."""
+    deployment, _, _ = gateway_pod(Cluster([doc for _, doc in manifests()]))
+    misspelt = copy.deepcopy(deployment)
+    pod = misspelt["spec"]["template"]["spec"]
+    [gateway] = [c for c in containers(pod) if c["name"] == "gateway"]
+    gateway["livenesProbe"] = gateway.pop("livenessProbe")
+    wrong_type = copy.deepcopy(deployment)
+    wrong_type["spec"]["replicas"] = "two"
+    for broken in (misspelt, wrong_type):
+        with pytest.raises(kubernetes_validate.ValidationError):
+            kubernetes_validate.validate(broken, KUBERNETES_VERSIONS[0], strict=True)
+
+
+def test_the_gateway_sidecar_is_probed_where_it_serves():
+    cluster = Cluster([doc for _, doc in manifests()])
+    _, pod, gateway = gateway_pod(cluster)
+    # A native sidecar: up before the app, stopped after it.
+    assert gateway in pod.get("initContainers", []) and gateway.get("restartPolicy") == "Always"
+    assert "command" not in gateway, "the image's own command (gateway serve), its arguments at most"
+    command = gateway.get("args") or exec_form(STAGES[-1].one("CMD"))
+    assert command[:2] == ["gateway", "serve"], command
+    served = int(option(command, "--port"))
+    # The kubelet probes the pod's address, not its loopback.
+    assert option(command, "--host") == "0.0.0.0"
+    probes = {kind: gateway[kind]["httpGet"] for kind in ("startupProbe", "livenessProbe", "readinessProbe") if kind in gateway}
+    assert probes["livenessProbe"]["path"] == "/healthz"
+    assert probes["readinessProbe"]["path"] == "/readyz"
+    for kind, probe in probes.items():
+        assert probe["path"] in ("/healthz", "/readyz"), kind
+        assert port_number(gateway, probe["port"]) == served, kind
+        assert probe.get("scheme", "HTTP") == "HTTP", kind
+    # The app reaches it on the pod's loopback, at the port it serves.
+    app_urls = [v["value"] for c in pod["containers"] for v in c.get("env", []) if v.get("value", "").startswith("http")]
+    assert app_urls and all(urlsplit(u).hostname == "127.0.0.1" and urlsplit(u).port == served for u in app_urls)
+    # The scrape annotations name the port that serves /metrics.
+    annotations = next(w for w in cluster.workloads() if w["spec"]["template"]["spec"] is pod)["spec"]["template"]["metadata"]["annotations"]
+    assert int(annotations["prometheus.io/port"]) == served and annotations["prometheus.io/path"] == "/metrics"
+    assert gateway["resources"]["requests"]["memory"] and gateway["resources"]["limits"]["memory"]
+
+
+def test_every_container_runs_as_non_root_on_a_read_only_root_filesystem():
+    uid = int(STAGES[-1].one("USER").args.partition(":")[0])
+    for workload in Cluster([doc for _, doc in manifests()]).workloads():
+        pod = workload["spec"]["template"]["spec"]
+        for container in containers(pod):
+            where = f"{workload['metadata']['name']}/{container['name']}"
+            context = {**pod.get("securityContext", {}), **container.get("securityContext", {})}
+            assert context.get("runAsNonRoot") is True, where
+            assert context.get("runAsUser", 1) != 0, where
+            assert container["securityContext"].get("readOnlyRootFilesystem") is True, where
+            assert container["securityContext"].get("allowPrivilegeEscalation") is False, where
+            assert "ALL" in container["securityContext"].get("capabilities", {}).get("drop", []), where
+            if container["name"] == "gateway":
+                assert context.get("runAsUser", uid) == uid, f"{where}: the image's user is {uid}"
+
+
+def test_every_reference_resolves():
+    cluster = Cluster([doc for _, doc in manifests()])
+    for workload in cluster.workloads():
+        template = workload["spec"]["template"]
+        selector = workload["spec"]["selector"]["matchLabels"]
+        assert selector.items() <= template["metadata"]["labels"].items(), workload["metadata"]["name"]
+        pod = template["spec"]
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        for volume in volumes.values():
+            for kind, field, name in (("ConfigMap", "configMap", "name"), ("Secret", "secret", "secretName"),
+                                      ("PersistentVolumeClaim", "persistentVolumeClaim", "claimName")):
+                if field in volume:
+                    cluster.get(kind, volume[field][name])
+        for container in containers(pod):
+            env = container_env(cluster, container)  # every Secret and ConfigMap key it reads exists
+            for word in [*container.get("command", []), *container.get("args", [])]:
+                expand(word, env, f"{container['name']}'s command")
+            for mount in container.get("volumeMounts", []):
+                assert mount["name"] in volumes, f"{container['name']}: no volume {mount['name']}"
+    for (kind, name), service in cluster.objects.items():
+        if kind == "Service":
+            [target] = [w for w in cluster.workloads()
+                        if service["spec"]["selector"].items() <= w["spec"]["template"]["metadata"]["labels"].items()]
+            pod = target["spec"]["template"]["spec"]
+            for port in service["spec"]["ports"]:
+                assert any(port_number(c, port.get("targetPort", port["port"])) for c in pod["containers"]), (name, port)
+
+
+def test_the_gateway_reads_its_mounted_configuration_and_shares_state_when_replicated():
+    cluster = Cluster([doc for _, doc in manifests()])
+    deployment, pod, gateway = gateway_pod(cluster)
+    env = container_env(cluster, gateway)
+    mounts = {m["mountPath"]: pod_volume(pod, m["name"]) for m in gateway["volumeMounts"]}
+    for directory in env["GATEWAY_MAPPINGS"].split(":"):
+        assert "configMap" in mounts[directory], directory
+    connections = Path(env["GATEWAY_CONNECTIONS"])
+    configmap = cluster.get("ConfigMap", mounts[str(connections.parent)]["configMap"]["name"])
+    text = configmap["data"][connections.name]
+    missing = set(re.findall(r"\$\{(\w+)\}", text)) - set(env)
+    assert not missing, f"the connections file reads {sorted(missing)}, which the gateway's environment lacks"
+    if deployment["spec"].get("replicas", 1) > 1:
+        # Tokens as they rotate, idempotency and refresh locks: one store for every replica.
+        state = urlsplit(env["GATEWAY_STATE_URL"])
+        assert state.scheme == "redis", env["GATEWAY_STATE_URL"]
+        service = cluster.get("Service", state.hostname)
+        assert any(p["port"] == (state.port or 6379) for p in service["spec"]["ports"])
+
+
+def pod_volume(pod: dict, name: str) -> dict:
+    [volume] = [v for v in pod["volumes"] if v["name"] == name]
+    return volume
+
+
+def configmap_files(cluster: Cluster, pod: dict, gateway: dict, variable: str, directory: Path) -> Path:
+    """What the kubelet would mount at the path an environment variable names, written under directory."""
+    target = Path(container_env(cluster, gateway)[variable])
+    for mount in gateway["volumeMounts"]:
+        mounted = Path(mount["mountPath"])
+        if target == mounted or mounted in target.parents:
+            configmap = cluster.get("ConfigMap", pod_volume(pod, mount["name"])["configMap"]["name"])
+            local = directory / mounted.relative_to("/")
+            local.mkdir(parents=True)
+            for key, text in configmap["data"].items():
+                (local / key).write_text(text)
+            return local / target.relative_to(mounted)
+    pytest.fail(f"{variable}={target}: no volume mounted there")
+
+
+def test_the_mappings_configmap_passes_gateway_check(tmp_path):
+    cluster = Cluster([doc for _, doc in manifests()])
+    _, pod, gateway = gateway_pod(cluster)
+    mappings = configmap_files(cluster, pod, gateway, "GATEWAY_MAPPINGS", tmp_path)
+    files = sorted(mappings.glob("*.yaml"))
+    assert files
+    done = subprocess.run([sys.executable, "-m", "gateway", "check", "--examples", str(mappings)],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [line.split()[1].rstrip(":") for line in done.stdout.splitlines() if line.startswith("ok ")] == \
+        [str(f) for f in files]
+
+
+@pytest.fixture(scope="module")
+def redis_with_password() -> Iterator[tuple[int, str]]:
+    """A redis-server asking for the password of the example's Secret, as its Redis does."""
+    cluster = Cluster([doc for _, doc in manifests()])
+    [redis] = [c for w in cluster.workloads() for c in w["spec"]["template"]["spec"]["containers"] if c["name"] == "redis"]
+    env = container_env(cluster, redis)
+    args = [expand(word, env, "redis' command") for word in redis["command"][1:]]
+    password = option(args, "--requirepass")
+    port = free_port()
+    with tempfile.TemporaryDirectory() as data:
+        args = with_option(args, "--dir", data)
+        process = subprocess.Popen(["redis-server", *args, "--port", str(port), "--bind", "127.0.0.1"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 10
+            while subprocess.run(["redis-cli", "-p", str(port), "--no-auth-warning", "-a", password, "ping"],
+                                 capture_output=True, text=True).stdout.strip() != "PONG":
+                assert process.poll() is None and time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.1)
+            yield port, password
+        finally:
+            process.terminate()
+            process.wait(10)
+            process.stdout.close()
+
+
+def test_the_kubernetes_configuration_starts_a_ready_gateway(tmp_path, redis_with_password):
+    """The ConfigMaps as mounted, the Secret's values in the environment, and the
+    state store URL as the manifest writes it (password and all), against a
+    real redis-server asking for that password."""
+    redis_port, _ = redis_with_password
+    cluster = Cluster([doc for _, doc in manifests()])
+    _, pod, gateway = gateway_pod(cluster)
+    values = container_env(cluster, gateway)
+    state = urlsplit(values["GATEWAY_STATE_URL"])
+    values["GATEWAY_STATE_URL"] = state._replace(netloc=state.netloc.replace(f"{state.hostname}:{state.port}",
+                                                                              f"127.0.0.1:{redis_port}")).geturl()
+    values["GATEWAY_MAPPINGS"] = str(configmap_files(cluster, pod, gateway, "GATEWAY_MAPPINGS", tmp_path))
+    values["GATEWAY_CONNECTIONS"] = str(configmap_files(cluster, pod, gateway, "GATEWAY_CONNECTIONS", tmp_path))
+    server = clean_server(["serve"], values, health="/healthz")
+    try:
+        ready = httpx.get(server.url + "/readyz", timeout=5)
+        assert ready.status_code == 200, ready.text
+        body = ready.json()
+        assert body["state_store"] == "ok"
+        assert body["connections"] == len(yaml.safe_load(Path(values["GATEWAY_CONNECTIONS"]).read_text())["connections"])
+        mapped = {yaml.safe_load(f.read_text())["provider"] for f in Path(values["GATEWAY_MAPPINGS"]).glob("*.yaml")}
+        assert mapped <= set(body["providers"])
+        # The app's key, as the app container gets it, is one the gateway takes.
+        [app] = pod["containers"]
+        key = container_env(cluster, app)["PANORA_API_KEY"]
+        for sent, code in ((key, "invalid_connection_token"), (key + "x", "invalid_api_key")):
+            refused = httpx.get(server.url + "/accounting/contacts", headers={"x-api-key": sent, "x-connection-token": "none"})
+            assert refused.status_code == 401 and refused.json()["code"] == code, refused.text
+    finally:
+        log = server.stop()
+    secrets = [v for (kind, name), _ in cluster.objects.items() if kind == "Secret" for v in cluster.values(kind, name).values()]
+    assert not [s for s in secrets if s in log]
