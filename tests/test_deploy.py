@@ -129,7 +129,7 @@ class Moved:
         self.base = base
         # Longest first, so that /opt/gateway/bin is not taken for /opt/gateway.
         self.paths = sorted(set(paths), key=len, reverse=True)
-        self._pattern = re.compile(r"(?<![\w.-])(" + "|".join(map(re.escape, self.paths)) + r")(?=/|\b|$)")
+        self._pattern = re.compile(r"(?<![\w.-])(" + "|".join(map(re.escape, self.paths)) + r")(?![\w.-])")
 
     def __call__(self, text: str) -> str:
         return self._pattern.sub(lambda m: str(self.base) + m.group(1), text)
@@ -147,6 +147,11 @@ def with_option(command: list[str], name: str, value: str) -> list[str]:
     command = list(command)
     command[command.index(name) + 1] = value
     return command
+
+
+def declared_volumes(stage: Stage) -> list[str]:
+    volume = stage.one("VOLUME")
+    return exec_form(volume) if volume.args.startswith("[") else volume.args.split()
 
 
 def sqlite_file(url: str) -> Path:
@@ -184,7 +189,7 @@ def test_the_image_is_built_in_one_stage_and_runs_from_another():
     uid, _, gid = final.one("USER").args.partition(":")
     assert uid.isdigit() and int(uid) != 0 and (not gid or gid.isdigit()), final.one("USER").args
     # The state store's default file is on the declared volume.
-    volumes = exec_form(final.one("VOLUME")) if final.one("VOLUME").args.startswith("[") else final.one("VOLUME").args.split()
+    volumes = declared_volumes(final)
     state = sqlite_file(env["GATEWAY_STATE_URL"])
     assert any(state.is_relative_to(v) for v in volumes), (state, volumes)
     # Served on the exposed port, on every interface of the container; probed there.
@@ -230,8 +235,7 @@ def image() -> Iterator[Image]:
     carried = [c.args.split() for c in final.all("COPY")]
     assert all(len(words) == 2 and words[0] == words[1] for words in carried), \
         f"a virtualenv is not relocatable: copy it to the same path ({carried})"
-    volumes = final.one("VOLUME").args.split()
-    moved = Moved(base, [builder.one("WORKDIR").args, *(w[0] for w in carried), *volumes])
+    moved = Moved(base, [builder.one("WORKDIR").args, *(w[0] for w in carried), *declared_volumes(final)])
 
     # The base image's `python`, alone on a PATH of its own (not the tests' virtualenv).
     bin_dir = base / "base-image-bin"
@@ -382,8 +386,10 @@ class Cluster:
 
     def values(self, kind: str, name: str) -> dict[str, str]:
         found = self.get(kind, name)
-        decoded = {k: base64.b64decode(v).decode() for k, v in found.get("data", {}).items()} if kind == "Secret" else {}
-        return {**found.get("data", {}), **decoded, **found.get("stringData", {})}
+        data = found.get("data", {})
+        if kind == "Secret":
+            data = {k: base64.b64decode(v).decode() for k, v in data.items()}
+        return {**data, **found.get("stringData", {})}
 
     def workloads(self) -> list[dict]:
         return [o for (kind, _), o in self.objects.items() if kind in ("Deployment", "StatefulSet", "DaemonSet")]
@@ -411,7 +417,8 @@ def container_env(cluster: Cluster, container: dict) -> dict[str, str]:
             if field in ref:
                 values = cluster.values(kind, ref[field]["name"])
                 key = ref[field]["key"]
-                assert key in values, f"{container['name']}: {var['name']} reads {kind} {ref[field]['name']} key {key}, which it lacks"
+                assert key in values, \
+                    f"{container['name']}: {var['name']} reads {kind} {ref[field]['name']} key {key}, which it lacks"
                 env[var["name"]] = values[key]
     return env
 
@@ -423,11 +430,11 @@ def expand(value: str, env: dict[str, str], where: str) -> str:
     return re.sub(r"\$\((\w+)\)", lookup, value)
 
 
-def port_number(container: dict, port: int | str) -> int:
+def port_number(container: dict, port: int | str) -> int | None:
+    """A port by number, or by the name of one of the container's ports (None: it has none of that name)."""
     if isinstance(port, int):
         return port
-    [number] = [p["containerPort"] for p in container.get("ports", []) if p.get("name") == port]
-    return number
+    return next((p["containerPort"] for p in container.get("ports", []) if p.get("name") == port), None)
 
 
 def gateway_pod(cluster: Cluster) -> tuple[dict, dict, dict]:
@@ -464,7 +471,7 @@ def test_the_validator_refuses_what_kubernetes_would():
 
 def test_the_gateway_sidecar_is_probed_where_it_serves():
     cluster = Cluster([doc for _, doc in manifests()])
-    _, pod, gateway = gateway_pod(cluster)
+    deployment, pod, gateway = gateway_pod(cluster)
     # A native sidecar: up before the app, stopped after it.
     assert gateway in pod.get("initContainers", []) and gateway.get("restartPolicy") == "Always"
     assert "command" not in gateway, "the image's own command (gateway serve), its arguments at most"
@@ -484,9 +491,11 @@ def test_the_gateway_sidecar_is_probed_where_it_serves():
     app_urls = [v["value"] for c in pod["containers"] for v in c.get("env", []) if v.get("value", "").startswith("http")]
     assert app_urls and all(urlsplit(u).hostname == "127.0.0.1" and urlsplit(u).port == served for u in app_urls)
     # The scrape annotations name the port that serves /metrics.
-    annotations = next(w for w in cluster.workloads() if w["spec"]["template"]["spec"] is pod)["spec"]["template"]["metadata"]["annotations"]
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     assert int(annotations["prometheus.io/port"]) == served and annotations["prometheus.io/path"] == "/metrics"
     assert gateway["resources"]["requests"]["memory"] and gateway["resources"]["limits"]["memory"]
+    # The app stops first, then the gateway finishes the calls under way: both within the pod's grace period.
+    assert pod["terminationGracePeriodSeconds"] > float(option(command, "--graceful-timeout"))
 
 
 def test_every_container_runs_as_non_root_on_a_read_only_root_filesystem():
@@ -644,3 +653,104 @@ def test_the_kubernetes_configuration_starts_a_ready_gateway(tmp_path, redis_wit
         log = server.stop()
     secrets = [v for (kind, name), _ in cluster.objects.items() if kind == "Secret" for v in cluster.values(kind, name).values()]
     assert not [s for s in secrets if s in log]
+
+
+# -- Compose -------------------------------------------------------------------------
+
+COMPOSE = DEPLOY / "compose.yaml"
+
+
+def dotenv(path: Path) -> dict[str, str]:
+    lines = [line.strip() for line in path.read_text().splitlines()]
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def interpolate(value: Any, env: dict[str, str]) -> Any:
+    """Compose's interpolation of every value: $$, $VAR, ${VAR}, ${VAR:?error}, ${VAR:-default}."""
+    if isinstance(value, dict):
+        return {k: interpolate(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def one(match: re.Match) -> str:
+        if match[0] == "$$":
+            return "$"
+        name, how, fallback = match["braced"] or match["bare"], match["how"], match["fallback"]
+        if name in env and (env[name] or not (how or "").startswith(":")):
+            return env[name]
+        assert how and how.endswith("-"), f"{COMPOSE.name} needs {name}, which {COMPOSE.parent.name}/example.env lacks"
+        return fallback
+    return re.sub(r"\$\$|\$\{(?P<braced>\w+)(?:(?P<how>:?[-?])(?P<fallback>[^}]*))?\}|\$(?P<bare>\w+)", one, value)
+
+
+def compose() -> dict:
+    return interpolate(yaml.safe_load(COMPOSE.read_text()), dotenv(DEPLOY / "example.env"))
+
+
+def check_compose(path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec", str(path)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_the_compose_file_is_valid_for_the_compose_specification(tmp_path):
+    done = check_compose(COMPOSE)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # The schema refuses what Compose would: a misspelt key.
+    broken = tmp_path / "compose.yaml"
+    broken.write_text(COMPOSE.read_text().replace("depends_on:", "depend_on:"))
+    assert check_compose(broken).returncode != 0
+
+
+def test_the_compose_services_fit_together():
+    services = compose()["services"]
+    gateway, redis, app = services["gateway"], services["redis"], services["app"]
+    assert (COMPOSE.parent / gateway["build"]["context"]).resolve() == ROOT
+    assert (ROOT / gateway["build"].get("dockerfile", "Dockerfile")).exists()
+    image_port = int(option(exec_form(STAGES[-1].one("CMD")), "--port"))
+    uid = STAGES[-1].one("USER").args.partition(":")[0]
+    for name, service in services.items():
+        for needed in service.get("depends_on", {}):
+            assert needed in services, f"{name} depends on {needed}, which is not a service"
+    for service in (gateway, redis):
+        assert service["read_only"] is True and service["cap_drop"] == ["ALL"]
+        assert "no-new-privileges:true" in service["security_opt"]
+        assert service["user"].partition(":")[0] != "0"
+    assert gateway["user"].partition(":")[0] == uid
+    # The app waits for the image's HEALTHCHECK, and calls the gateway where it serves.
+    assert app["depends_on"]["gateway"]["condition"] == "service_healthy"
+    server = urlsplit(app["environment"]["PANORA_SERVER_URL"])
+    assert (server.hostname, server.port) == ("gateway", image_port)
+    assert app["environment"]["PANORA_API_KEY"] in gateway["environment"]["GATEWAY_API_KEYS"].split(",")
+    # One state store, on a volume: the refresh tokens rotate.
+    state = urlsplit(gateway["environment"]["GATEWAY_STATE_URL"])
+    assert state.scheme == "redis" and state.hostname == "redis" and state.port == 6379
+    assert any(v.endswith(":/data") for v in redis["volumes"]) and "--appendonly" in redis["command"]
+    # The connections file is mounted where GATEWAY_CONNECTIONS says, and reads only what the gateway is given.
+    [config] = gateway["configs"]
+    assert config["target"] == gateway["environment"]["GATEWAY_CONNECTIONS"]
+    content = compose()["configs"][config["source"]]["content"]
+    missing = set(re.findall(r"\$\{(\w+)\}", content)) - set(gateway["environment"])
+    assert not missing, f"the connections file reads {sorted(missing)}, which the gateway's environment lacks"
+
+
+def test_the_compose_configuration_starts_a_ready_gateway(tmp_path, redis_url):
+    spec = compose()
+    gateway = spec["services"]["gateway"]
+    env = {k: str(v) for k, v in gateway["environment"].items()}
+    [config] = gateway["configs"]
+    connections = tmp_path / Path(config["target"]).name
+    connections.write_text(spec["configs"][config["source"]]["content"])
+    env["GATEWAY_CONNECTIONS"] = str(connections)
+    env["GATEWAY_STATE_URL"] = redis_url  # the compose network's redis, here on loopback
+    server = clean_server(["serve"], env, health="/healthz")
+    try:
+        ready = httpx.get(server.url + "/readyz", timeout=5)
+        assert ready.status_code == 200 and ready.json()["connections"] == 1, ready.text
+        app = spec["services"]["app"]["environment"]
+        refused = httpx.get(server.url + "/accounting/contacts",
+                            headers={"x-api-key": app["PANORA_API_KEY"], "x-connection-token": "none"})
+        assert refused.status_code == 401 and refused.json()["code"] == "invalid_connection_token", refused.text
+    finally:
+        server.stop()
