@@ -32,7 +32,8 @@ COPY --from=builder /opt/gateway /opt/gateway
 
 # The state store (rotated OAuth2 tokens, Idempotency-Key answers) must outlive
 # the container: mount a volume here, or point GATEWAY_STATE_URL at Redis.
-# Nothing else is written: the root filesystem may be mounted read-only.
+# Besides it, only /tmp may be written (with --workers, their shared metrics
+# files): on a read-only root filesystem, give /tmp a tmpfs.
 ENV GATEWAY_STATE_URL=sqlite:////var/lib/gateway/state.sqlite3
 VOLUME /var/lib/gateway
 
