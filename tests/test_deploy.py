@@ -13,6 +13,7 @@ configuration starting a gateway) is checked here.
 
 import base64
 import copy
+import fnmatch
 import json
 import os
 import re
@@ -100,6 +101,21 @@ def dockerfile_stages(path: Path) -> list[Stage]:
         else:
             stages[-1].instructions.append(Instruction(keyword, flags, rest))
     return stages
+
+
+def dockerignored(path: Path) -> bool:
+    """Whether .dockerignore keeps path out of the build context: the last pattern
+    matching it or a directory above it decides, `!` letting it back in."""
+    ignored = False
+    for line in (ROOT / ".dockerignore").read_text().splitlines():
+        pattern = line.strip()
+        if not pattern or pattern.startswith("#"):
+            continue
+        keep = pattern.startswith("!")
+        pattern = pattern.removeprefix("!").strip("/")
+        if any(fnmatch.fnmatchcase(str(p), pattern) for p in (path, *list(path.parents)[:-1])):
+            ignored = not keep
+    return ignored
 
 
 def env_of(instruction: Instruction, env: dict[str, str]) -> dict[str, str]:
@@ -254,12 +270,15 @@ def image() -> Iterator[Image]:
             *sources, target = step.args.split()
             assert not step.flags, step
             for source in sources:
+                # What the build context holds: the checkout less what .dockerignore leaves out.
+                files = [f for f in ([ROOT / source] if (ROOT / source).is_file() else (ROOT / source).rglob("*"))
+                         if f.is_file() and not dockerignored(f.relative_to(ROOT))]
+                assert files, f"COPY {source}: nothing in the build context (.dockerignore?)"
                 to = workdir / target if not target.endswith("/") else workdir / target / Path(source).name
-                if (ROOT / source).is_dir():
-                    shutil.copytree(ROOT / source, to, ignore=shutil.ignore_patterns("__pycache__"))
-                else:
-                    to.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(ROOT / source, to)
+                for file in files:
+                    copied = to if file == ROOT / source else to / file.relative_to(ROOT / source)
+                    copied.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(file, copied)
         elif step.keyword == "RUN":
             command = exec_form(step) if step.args.startswith("[") else ["/bin/sh", "-c", step.args]
             done = subprocess.run([moved(word) for word in command], cwd=workdir, env=env,
