@@ -24,7 +24,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH=/opt/gateway/bin:$PATH
 # Compile the standard library's bytecode once here, for the same reason as
 # the virtualenv's; and a user whose home is the state volume. The user is
 # named by number below: Kubernetes' runAsNonRoot can verify only a numeric USER.
-RUN python -m compileall -q -j 0 /usr/local/lib/python3.11 \
+RUN python -m compileall -q -j 0 "$(python -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')" \
  && groupadd --system --gid 10001 gateway \
  && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/gateway --shell /usr/sbin/nologin gateway \
  && mkdir -p /var/lib/gateway && chown 10001:10001 /var/lib/gateway
@@ -44,7 +44,8 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
 # Exec form, no shell and no init: the gateway is PID 1 and installs its own
 # handlers (SIGTERM and SIGINT: graceful shutdown, exit 0; SIGHUP: reload), so
 # the kernel's rule that PID 1 ignores signals it has no handler for does not
-# bite. It leaves no orphans for PID 1 to reap (a process started with
-# `docker exec` is the runtime's to reap), so tini would add nothing;
-# `docker run --init` remains available.
+# bite. No init (tini) either: the gateway leaves no orphans behind (with
+# --workers, its supervisor waits for every child). Only a `docker exec`'d
+# command that leaves background children would orphan them to PID 1, as
+# zombies until the container stops; if that is your habit, `docker run --init`.
 CMD ["gateway", "serve", "--host", "0.0.0.0", "--port", "8000"]
