@@ -245,6 +245,13 @@ def base_interpreter(image: str) -> str:
 def image() -> Iterator[Image]:
     """The builder stage's steps, run in a fresh directory; the final stage's environment and commands, moved there."""
     base = Path(tempfile.mkdtemp(prefix="gateway-image-"))
+    try:
+        yield _built_image(base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _built_image(base: Path) -> Image:
     # Readable and searchable by the image's user, as / is in the image.
     base.chmod(0o755)
     builder, final = next(s for s in STAGES if s.name), STAGES[-1]
@@ -291,8 +298,7 @@ def image() -> Iterator[Image]:
     for step in final.all("ENV"):
         final_env = {k: moved(v) for k, v in env_of(step, final_env).items()}
     check = exec_form(Instruction("CMD", {}, final.one("HEALTHCHECK").args.removeprefix("CMD ")))
-    yield Image(moved, final_env, exec_form(final.one("CMD")), check)
-    shutil.rmtree(base, ignore_errors=True)
+    return Image(moved, final_env, exec_form(final.one("CMD")), check)
 
 
 def test_the_installed_package_carries_its_bytecode_and_mappings(image):
