@@ -13,6 +13,7 @@ from jmespath import Options
 from jmespath.exceptions import JMESPathError
 
 from .expressions import ExpressionError, compile_expression, compile_template, reads, strip_nulls
+from .ignored import Reach
 
 if TYPE_CHECKING:
     from .mapping import OperationSpec
@@ -35,7 +36,7 @@ class TranslationError(ValueError):
 
 class Operation:
     __slots__ = ("key", "verb", "spec", "unifier", "method", "when", "path", "query", "headers", "body",
-                 "record", "records", "total", "next", "count", "consumed", "carried")
+                 "record", "records", "total", "next", "count", "consumed", "reach")
 
     def __init__(self, spec: "OperationSpec", verb: str, key: str, unifier: "Unifier"):
         self.key = key
@@ -56,8 +57,7 @@ class Operation:
         request_side = [e for e in (self.when, self.query, self.headers, self.body) if e is not None]
         request_side += [e for e in self.path if not isinstance(e, str)]
         self.consumed = set().union(*(reads(e) for e in request_side)) if request_side else set()
-        # Body fields read whole: a body of these alone leaves nothing behind.
-        self.carried = frozenset(p[1] for p in self.consumed if len(p) == 2 and p[0] == "body")
+        self.reach = Reach.of(self.when, request_side[1:] if self.when is not None else request_side)
 
     def applies(self, doc: dict, options: Options) -> bool:
         return self.when is None or bool(_search(self.when, doc, options))
@@ -77,30 +77,9 @@ class Operation:
                 setattr(output, name, body[name])
         return output
 
-    def ignored(self, body: dict) -> list[str]:
-        """Non-null body fields this operation does not carry upstream."""
-        used = self.consumed
-        if ("body",) in used or () in used or self.carried.issuperset(body):
-            return []
-        out = []
-        for name, value in body.items():
-            if value is None or value == {} or value == []:
-                continue
-            if ("body", name) in used:
-                continue
-            prefix = ("body", name)
-            # (..., "[]") alone reads each element whole, e.g. a filter over a list of strings.
-            item_fields = {(p[3] if len(p) > 3 else ()) if p[2:3] == ("[]",) else p[2]
-                           for p in used if p[:2] == prefix and len(p) > 2}
-            if not item_fields:
-                out.append(f"$.{name}")
-                continue
-            if "[]" in item_fields or () in item_fields:
-                continue
-            for i, item in enumerate(value if isinstance(value, list) else [value]):
-                if isinstance(item, dict):
-                    out += [f"$.{name}[{i}].{f}" for f, v in item.items() if v is not None and f not in item_fields]
-        return out
+    def ignored(self, doc: dict, options: Options | None = None) -> list[str]:
+        """The non-empty body fields this request does not carry upstream (see gateway/ignored.py)."""
+        return self.reach.ignored(doc, options)
 
 
 def _search(expression, doc: Any, options: Options) -> Any:

@@ -76,7 +76,7 @@ class Records:
         op = next((o for o in ops if o.applies(doc, conn.options)), None)
         if op is None:
             raise unprocessable("no_matching_operation", f"{conn.provider.name} has no way to create this {obj.name}; see its mapping's `when` conditions")
-        ignored = list(dict.fromkeys(unknown_fields(body, obj.input) + op.ignored(body)))
+        ignored = list(dict.fromkeys(unknown_fields(body, obj.input) + op.ignored(doc, conn.options)))
         headers = {}
         if ignored:
             listed = ", ".join(_printable(p) for p in ignored)

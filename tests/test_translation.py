@@ -181,8 +181,9 @@ def test_the_seed_contact_reaches_formation_and_comes_back_unified(client, httpx
         "field_mappings": None, "id": rec["id"], "remote_id": rec["id"], "remote_data": None,
         "created_at": "2024-06-15T12:00:00Z", "modified_at": "2024-06-15T12:00:00Z",
     }
-    # Formation has no currency, no remote_updated_at and no custom fields: the caller is told.
-    assert sorted(ignored(response)) == ["$.currency", "$.field_mappings", "$.remote_updated_at"]
+    # Formation has no currency, no remote_updated_at and no custom fields: the caller is told. A
+    # contact is one type there, and is_supplier decides it: is_customer is never read.
+    assert sorted(ignored(response)) == ["$.currency", "$.field_mappings", "$.is_customer", "$.remote_updated_at"]
 
 
 def test_the_upstream_request_carries_the_provider_credentials_only(client, httpx_mock, seed_payload):
@@ -208,7 +209,7 @@ def test_the_whole_seed_payload_reports_the_output_only_fields_as_ignored(client
     assert response.status_code == 201, response.text
     assert sorted(ignored(response)) == sorted([
         "$.id", "$.remote_id", "$.remote_data", "$.created_at", "$.modified_at",
-        "$.currency", "$.remote_updated_at", "$.field_mappings"])
+        "$.currency", "$.remote_updated_at", "$.field_mappings", "$.is_customer"])
     assert response.json()["id"] == created_record(seed_payload)["id"]  # Formation's id, not the one sent
 
 
