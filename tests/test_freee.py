@@ -419,6 +419,9 @@ def test_contract_invoices(http: httpx.Client, shared: Path) -> None:
     created, ignored = create(http, "invoices", body)
     subset(created, DEAL)
     assert "$.line_items[0].type" in ignored and "$.currency" in ignored
+    # freee's deal amount is the sum of its details: next to line items, the total and memo are not sent.
+    assert "$.total_amount" in ignored and "$.memo" in ignored
+    assert "$.number" not in ignored and "$.line_items[0].name" not in ignored
 
     bill = {"type": "Purchase", "issue_date": "2024-06-15T12:00:00Z", "due_date": "2024-07-15T12:00:00Z",
             "contact_id": "201", "total_amount": 11000, "memo": "Office supplies"}
@@ -457,13 +460,34 @@ def test_contract_expenses(http: httpx.Client) -> None:
     expected = {"id": "1", "remote_id": "1", "transaction_date": "2019-12-17T00:00:00Z", "total_amount": 30000,
                 "memo": "大阪出張", "currency": "JPY", "company_info_id": "1",
                 "tracking_categories": ["tag-202", "section-101"]}
-    created, _ = create(http, "expenses", body)
+    created, ignored = create(http, "expenses", body)
     subset(created, expected)
+    # The line is the amount (the total is not sent); the memo is the title.
+    assert "$.total_amount" in ignored and "$.memo" not in ignored and "$.tracking_categories" not in ignored
     assert [(li["name"], li["value"]) for li in created["line_items"]] == [("交通費：新幹線往復（東京〜大阪）", 30000)]
     pages = list_pages(http, "expenses", limit=1)
     assert len(pages) == 2
     subset(pages[1]["data"][0], expected)
     subset(retrieve(http, "expenses", "1"), expected)
+
+
+def test_contract_expense_of_the_contract_example_reports_what_freee_has_no_place_for(http: httpx.Client,
+                                                                                   shared: Path) -> None:
+    body = seed_input_example(shared, "UnifiedAccountingExpenseInput")
+    body["tracking_categories"] = ["tag-202", "section-101"]  # freee's kinds; the example's UUID is none
+    body.update(sub_total=None, unknown=1)  # a null carries nothing to lose, and the scan goes on
+    body["line_items"] = [{"name": "交通費", "type": None, "value": 10000, "foo": "bar"}]
+    _, ignored = create(http, "expenses", body)
+    assert set(ignored) == {"$.unknown", "$.line_items[0].foo", "$.account_id", "$.contact_id",
+                            "$.total_tax_amount", "$.currency", "$.exchange_rate", "$.company_info_id",
+                            "$.field_mappings", "$.total_amount"}, ignored
+    assert len(ignored) == len(set(ignored))
+
+
+def seed_input_example(shared: Path, schema: str) -> dict:
+    """The contract's example value of each field of an input schema."""
+    fields = openapi(shared)["components"]["schemas"][schema]["properties"]
+    return {name: field["example"] for name, field in fields.items() if field.get("example") is not None}
 
 
 @pytest.mark.parametrize("obj, record_id, expected, paged", [
