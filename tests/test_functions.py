@@ -14,6 +14,22 @@ MAPS = {"contact_status": {"Active": "active", "Inactive": "inactive", "Archived
 CONTEXT = {"company_id": "6650f1a2e4b0c8d9f0aa0001", "region": "eu", "retries": 3}
 
 
+# Every test here runs in UTC and in two zones far from it (UTC+14, and UTC-10 with
+# summer time): a conversion that leans on the local zone anywhere shows up.
+ZONES = ("UTC", "Pacific/Kiritimati", "America/Adak")
+
+
+@pytest.fixture(autouse=True, params=ZONES)
+def zone(request, monkeypatch):
+    monkeypatch.setenv("TZ", request.param)
+    time.tzset()
+    if request.param != "UTC":
+        assert time.localtime(1718452800).tm_gmtoff != 0, f"no zone data for {request.param}: install tzdata"
+    yield request.param
+    monkeypatch.undo()
+    time.tzset()
+
+
 def search(expression: str, data=None, maps=MAPS, context=CONTEXT):
     options = jmespath.Options(custom_functions=Functions(maps, context))
     return jmespath.search(expression, data if data is not None else {}, options=options)
@@ -66,6 +82,34 @@ def test_to_iso_of_whole_seconds_matches_strftime_across_days_and_centuries():
         expected = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(value))
         assert to_iso(value, "epoch") == expected, value
         assert to_iso(float(value), "epoch") == expected, value
+
+
+@pytest.mark.parametrize("value, fmt, expected", [
+    # Near midnight UTC, where a local zone's day differs from UTC's.
+    (1718409600, "epoch", "2024-06-15T00:00:00Z"),
+    (1718495999, "epoch", "2024-06-15T23:59:59Z"),
+    (1718409600.25, "epoch", "2024-06-15T00:00:00.250000Z"),
+    (1718495999999, "epoch_ms", "2024-06-15T23:59:59.999000Z"),
+    ("2024-06-15", "date", "2024-06-15T00:00:00Z"),
+    ("2024-06-15T00:30:00", "iso", "2024-06-15T00:30:00Z"),
+    ("/Date(1718409600000)/", "msjson", "2024-06-15T00:00:00Z"),
+])
+def test_to_iso_does_not_depend_on_the_local_zone(value, fmt, expected):
+    assert to_iso(value, fmt) == expected
+
+
+@pytest.mark.parametrize("value, fmt, expected", [
+    ("2024-06-15T00:00:00", "epoch", 1718409600),  # no offset: UTC, not the local zone
+    ("2024-06-15T00:00:00Z", "epoch", 1718409600),
+    ("2024-06-15T23:59:59.999", "epoch_ms", 1718495999999),
+    ("2024-06-15", "epoch", 1718409600),
+    ("2024-06-15T23:30:00", "date", "2024-06-15"),
+    ("2024-06-15T00:30:00", "iso", "2024-06-15T00:30:00Z"),
+    ("2024-06-15T00:00:00", "msjson", "/Date(1718409600000+0000)/"),
+    ("2024-03-10T10:30:00Z", "epoch", 1710066600),  # Adak's summer time starts that day
+])
+def test_from_iso_does_not_depend_on_the_local_zone(value, fmt, expected):
+    assert from_iso(value, fmt) == expected
 
 
 def test_to_iso_always_answers_utc_with_z():
