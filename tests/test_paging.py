@@ -4,7 +4,15 @@ import pytest
 
 from gateway.cursor import Position
 from gateway.mapping import PagingSpec
-from gateway.paging import LinkError, following, link_params, link_query, page_document, previous, skipped
+from gateway.paging import (
+    LinkError,
+    following,
+    link_params,
+    link_query,
+    page_document,
+    previous,
+    skipped,
+)
 
 BASE = "https://api.books.test/v2"
 
@@ -92,6 +100,65 @@ def test_a_next_link_elsewhere_is_refused(link):
 
 def test_link_params_keep_blank_values_and_order():
     assert link_params("a=1&b=&a=2") == [("a", "1"), ("b", ""), ("a", "2")]
+
+
+@pytest.mark.parametrize("style, next_page", [("token", "t2"), ("link", "page=2")])
+def test_token_and_link_paging_end_on_an_empty_page_whatever_its_next_page_says(style, next_page):
+    """A provider that keeps naming a next page while answering none would page forever."""
+    paging = spec(style=style)
+    assert following(paging, Position(0, 6, "t1"), 0, 3, None, next_page, 1, served=0, rest=0) is None
+    # With another source after it, the list goes on there, from its start.
+    assert following(paging, Position(0, 6, "t1"), 0, 3, None, next_page, 2, served=0, rest=0) == Position(1)
+    # One record is enough to follow it; the skip of the page before does not carry over.
+    assert following(paging, Position(0, 6, "t1", 2), 1, 3, None, next_page, 1, served=1, rest=0) == \
+        Position(0, 7, next_page)
+    assert following(paging, Position(0, 6, "t1"), 3, 3, None, "", 1, served=3, rest=0) is None
+
+
+@pytest.mark.parametrize("style", ["offset", "page"])
+def test_offset_and_page_paging_end_on_an_empty_page_or_the_total(style):
+    paging = spec(style=style)
+    assert following(paging, Position(0, 10), 0, 5, 100, None, 1, served=0, rest=0) is None
+    assert following(paging, Position(0, 10), 0, 5, None, None, 2, served=0, rest=0) == Position(1)
+    # The total counts the provider's records: 10 before, 5 now, 15 in all.
+    assert following(paging, Position(0, 10), 5, 5, 15, None, 1, served=5, rest=0) is None
+    assert following(paging, Position(0, 10), 5, 5, 16, None, 1, served=5, rest=0) == Position(0, 15)
+    # A short page without a total is the last; a full one may not be.
+    assert following(paging, Position(0, 10), 4, 5, None, None, 1, served=4, rest=0) is None
+    assert following(paging, Position(0, 10), 5, 5, None, None, 1, served=5, rest=0) == Position(0, 15)
+
+
+def test_a_page_provider_numbered_by_its_own_size_stays_so():
+    paging = spec(style="page", first_page=1)
+    # Asked for 3, it answered 5: the rest of its page 0 first, then its page 1.
+    first = following(paging, Position(), 5, 3, None, None, 1, served=3, rest=2)
+    assert first == Position(0, 3, None, 3, 0)
+    assert page_document(paging, first, 3)["number"] == 1 and skipped(paging, first, 3) == 3
+    second = following(paging, first, 5, 3, None, None, 1, served=2, rest=0)
+    assert second == Position(0, 5, page=1)
+    assert page_document(paging, second, 3)["number"] == 2 and skipped(paging, second, 3) == 0
+
+
+def test_skipped_records_by_style():
+    assert skipped(spec(style="offset"), Position(0, 7), 5) == 0
+    assert skipped(spec(style="page"), Position(0, 7), 5) == 2
+    assert skipped(spec(style="token"), Position(0, 7, "t", 4), 5) == 4
+    assert skipped(spec(style="link"), Position(0, 7, "q", 1), 5) == 1
+    assert skipped(spec(style="none"), Position(0, 7), 5) == 7  # the whole list, every time
+
+
+def test_the_page_document_of_a_zero_based_provider_and_of_other_styles():
+    assert page_document(spec(style="page", first_page=0), Position(0, 10), 5) == \
+        {"limit": 5, "offset": 10, "start": 11, "number": 2, "token": None}
+    assert page_document(spec(style="offset"), Position(0, 0, "t"), 5)["token"] is None  # tokens are token paging's
+    assert page_document(spec(style="page"), Position(0, 12, None, 2, 3), 5)["number"] == 4
+
+
+def test_previous_steps_back_a_limit_and_not_before_the_start():
+    assert previous(spec(style="offset"), Position(0, 3), 5) == Position(0, 0)
+    assert previous(spec(style="page"), Position(1, 10), 5) == Position(1, 5)
+    assert previous(spec(style="link"), Position(0, 10, "q"), 5) is None
+    assert previous(spec(style="none"), Position(0, 10), 5) is None
 
 
 # -- link paging through the gateway, with the provider mocked ---------------------------------
