@@ -122,6 +122,30 @@ def test_a_scalar_read_into_is_not_carried():
     assert ignored(op, {"memo": "plain"}) == ["$.memo"]
 
 
+def test_a_body_the_operation_reads_nothing_of_is_reported_field_by_field():
+    assert ignored(operation(body={"kind": "'fixed'"}), {"a": 1, "b": {"c": 2}, "d": [3]}) == ["$.a", "$.b", "$.d"]
+
+
+def test_a_list_read_into_as_an_object_is_not_carried():
+    op = operation(body={"n": "body.lines.name", "m": "body.meta[0]"})
+    assert ignored(op, {"lines": [{"name": "a"}], "meta": {"k": 1}}) == ["$.lines", "$.meta"]
+
+
+def test_what_a_function_reads_it_reads_whole():
+    # sort_by's answer is no document path: what follows it reads inside the whole list it consumed.
+    op = operation(body={"lines": "sort_by(body.line_items, &value)[].{v: value, w: weight || unit}"})
+    assert ignored(op, {"line_items": [{"value": 2, "weight": 1, "unit": "kg", "extra": 1}]}) == []
+    assert ignored(operation(body={"n": "length(body.line_items)"}), {"line_items": [{"a": 1}]}) == []
+
+
+def test_flatten_slices_and_pipes_read_elements():
+    assert ignored(operation(body={"all": "body.groups[]"}), {"groups": [[1], [2, 3]], "x": 1}) == ["$.x"]
+    assert ignored(operation(body={"rest": "body.items[1:]"}), {"items": [1, 2, 3]}) == []
+    # After a projection, a pipe reads the projected list: [0] is its first name, of some line.
+    op = operation(body={"first": "body.lines[].name | [0]"})
+    assert ignored(op, {"lines": [{"name": "a", "other": 1}, {"name": "b"}]}) == ["$.lines[0].other"]
+
+
 def test_nulls_and_empty_values_do_not_stop_the_scan():
     op = operation(body={"lines": "body.line_items[].{v: value}", "n": "body.number"})
     body = {"status": None, "line_items": [None, {"value": None, "foo": 1}, {}, {"value": 2, "bar": [], "baz": "z"}],
