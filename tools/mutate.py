@@ -35,9 +35,20 @@ TARGETS = ["gateway/operation.py", "gateway/unify.py", "gateway/paging.py", "gat
            "gateway/models.py::unknown_fields"]
 # The suites that need no gateway process, the quickest first (each run stops at its first failure).
 TESTS = ["tests/test_ignored.py", "tests/test_expressions.py", "tests/test_functions.py", "tests/test_paging.py",
-         "tests/test_cursor.py", "tests/test_unify.py", "tests/test_once.py", "tests/test_mapping.py",
+         "tests/test_cursor.py", "tests/test_unify.py", "tests/test_errors.py", "tests/test_once.py", "tests/test_mapping.py",
          "tests/test_examples.py"]
 COPIED = ["gateway", "tests", "mappings", "README.md", "pyproject.toml"]
+# The suite that tests a module most directly runs first: most mutants die there, early.
+FIRST = {"gateway/operation.py": "tests/test_expressions.py", "gateway/unify.py": "tests/test_unify.py",
+         "gateway/paging.py": "tests/test_paging.py", "gateway/cursor.py": "tests/test_cursor.py",
+         "gateway/functions.py": "tests/test_functions.py", "gateway/expressions.py": "tests/test_expressions.py",
+         "gateway/errors.py": "tests/test_errors.py", "gateway/ignored.py": "tests/test_ignored.py",
+         "gateway/models.py": "tests/test_ignored.py"}
+
+
+def ordered(tests: list[str], path: str) -> list[str]:
+    first = FIRST.get(path)
+    return [first, *(t for t in tests if t != first)] if first in tests else tests
 
 _FLIPPED = {ast.Eq: ast.NotEq, ast.NotEq: ast.Eq, ast.Lt: ast.GtE, ast.GtE: ast.Lt, ast.Gt: ast.LtE,
             ast.LtE: ast.Gt, ast.Is: ast.IsNot, ast.IsNot: ast.Is, ast.In: ast.NotIn, ast.NotIn: ast.In}
@@ -268,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     for i, mutant in enumerate(chosen, 1):
         workspace.swap(mutant.path, mutant.source)
         try:
-            outcome, took = workspace.run(tests, timeout)
+            outcome, took = workspace.run(ordered(tests, mutant.path), timeout)
         finally:
             workspace.swap(mutant.path, originals[mutant.path])
         results.append((mutant, outcome))
