@@ -22,7 +22,7 @@ positions = st.builds(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(positions)
 def test_every_position_round_trips(position):
     cursor = CURSORS.encode(position, SCOPE)
@@ -30,7 +30,7 @@ def test_every_position_round_trips(position):
     assert CURSORS.decode(cursor, SCOPE) == position
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(positions, st.data())
 def test_a_cursor_cut_short_or_edited_anywhere_is_refused(position, data):
     cursor = CURSORS.encode(position, SCOPE)
@@ -49,7 +49,7 @@ def test_a_cursor_cut_short_or_edited_anywhere_is_refused(position, data):
 
 
 @given(positions)
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=30, deadline=None)
 def test_a_cursor_belongs_to_its_scope_and_secret(position):
     cursor = CURSORS.encode(position, SCOPE)
     for scope in (b"conn-b\0contacts", b"conn-a\0invoices", b"", SCOPE + b"\0"):

@@ -34,9 +34,10 @@ TARGETS = ["gateway/operation.py", "gateway/unify.py", "gateway/paging.py", "gat
            "gateway/functions.py", "gateway/expressions.py", "gateway/errors.py", "gateway/ignored.py",
            "gateway/models.py::unknown_fields"]
 # The suites that need no gateway process, the quickest first (each run stops at its first failure).
+# Of the slower suites, the one test that runs every bundled mapping's worked examples.
 TESTS = ["tests/test_ignored.py", "tests/test_expressions.py", "tests/test_functions.py", "tests/test_paging.py",
-         "tests/test_cursor.py", "tests/test_unify.py", "tests/test_errors.py", "tests/test_once.py", "tests/test_mapping.py",
-         "tests/test_examples.py"]
+         "tests/test_cursor.py", "tests/test_unify.py", "tests/test_errors.py", "tests/test_once.py",
+         "tests/test_examples.py::test_every_bundled_example_passes"]
 COPIED = ["gateway", "tests", "mappings", "README.md", "pyproject.toml"]
 # The suite that tests a module most directly runs first: most mutants die there, early.
 FIRST = {"gateway/operation.py": "tests/test_expressions.py", "gateway/unify.py": "tests/test_unify.py",
@@ -251,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1, help="the sample's random seed")
     parser.add_argument("--root", type=Path, default=ROOT, help="the project to mutate (default: this one)")
     parser.add_argument("--workdir", type=Path, default=None, help="where the copy goes (default: ROOT/.cache/mutate)")
+    parser.add_argument("--only", type=int, nargs="+", default=None,
+                        help="run these mutants (the #numbers a run prints), e.g. a sample's survivors after new tests")
     parser.add_argument("--list", action="store_true", help="count the mutants per file and stop")
     args = parser.parse_args(argv)
 
@@ -264,9 +267,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{target}: {sum(m.path == file for m in mutants)}")
         print(f"{len(mutants)} mutants")
         return 0
-    chosen = random.Random(args.seed).sample(mutants, args.sample) if 0 < args.sample < len(mutants) else mutants
+    numbered = list(enumerate(mutants))
+    if args.only:
+        chosen = [numbered[i] for i in args.only]
+    elif 0 < args.sample < len(mutants):
+        chosen = random.Random(args.seed).sample(numbered, args.sample)
+    else:
+        chosen = numbered
     workspace = Workspace(root, (args.workdir or root / ".cache" / "mutate").resolve())
-    originals = {m.path: (root / m.path).read_text(encoding="utf-8") for m in chosen}
+    originals = {m.path: (root / m.path).read_text(encoding="utf-8") for _, m in chosen}
 
     outcome, baseline = workspace.run(tests, timeout=600)
     if outcome != "survived":
@@ -276,21 +285,23 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(chosen)} of {len(mutants)} mutants (seed {args.seed}) of {', '.join(targets)}", flush=True)
     print(f"against {' '.join(tests)}: {baseline:.0f} s unmutated", flush=True)
     results = []
-    for i, mutant in enumerate(chosen, 1):
+    for i, (number, mutant) in enumerate(chosen, 1):
         workspace.swap(mutant.path, mutant.source)
         try:
             outcome, took = workspace.run(ordered(tests, mutant.path), timeout)
         finally:
             workspace.swap(mutant.path, originals[mutant.path])
-        results.append((mutant, outcome))
-        print(f"[{i}/{len(chosen)}] {outcome:9} {mutant.path}:{mutant.line} {mutant.operator} ({took:.0f} s)",
+        results.append((number, mutant, outcome))
+        print(f"[{i}/{len(chosen)}] {outcome:9} #{number} {mutant.path}:{mutant.line} {mutant.operator} ({took:.0f} s)",
               flush=True)
 
-    killed = sum(o in ("killed", "timeout") for _, o in results)
-    survivors = [(m, o) for m, o in results if o not in ("killed", "timeout")]
+    killed = sum(o in ("killed", "timeout") for _, _, o in results)
+    survivors = [(n, m, o) for n, m, o in results if o not in ("killed", "timeout")]
     print(f"\nkilled {killed} of {len(results)} ({100 * killed / max(len(results), 1):.1f} %)")
-    for mutant, outcome in survivors:
-        print(f"\n--- {outcome}: {mutant.path}:{mutant.line} {mutant.operator}")
+    if survivors:
+        print(f"survivors: --only {' '.join(str(n) for n, _, _ in survivors)}")
+    for number, mutant, outcome in survivors:
+        print(f"\n--- {outcome}: #{number} {mutant.path}:{mutant.line} {mutant.operator}")
         print(mutant.diff(originals[mutant.path]), end="")
     return 0
 
