@@ -128,6 +128,13 @@ def test_offset_and_page_paging_end_on_an_empty_page_or_the_total(style):
     assert following(paging, Position(0, 10), 5, 5, None, None, 1, served=5, rest=0) == Position(0, 15)
 
 
+def test_a_total_counts_from_the_start_of_the_page_not_from_the_records_served():
+    """Record 12 at 5 a page: page 2 (records 10-14), 2 of them served before. 3 more now."""
+    paging = spec(style="page")
+    assert following(paging, Position(0, 12), 5, 5, 16, None, 1, served=3, rest=0) == Position(0, 15)
+    assert following(paging, Position(0, 12), 5, 5, 15, None, 1, served=3, rest=0) is None
+
+
 def test_a_page_provider_numbered_by_its_own_size_stays_so():
     paging = spec(style="page", first_page=1)
     # Asked for 3, it answered 5: the rest of its page 0 first, then its page 1.

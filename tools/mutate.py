@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
 
     root = args.root.resolve()
     targets = [t for t in args.targets if (root / t.partition("::")[0]).exists()]
-    tests = [t for t in args.tests if (root / t).exists()]
+    tests = [t for t in args.tests if (root / t.partition("::")[0]).exists()]
     mutants = [m for target in targets for m in mutants_of(target, root)]
     if args.list:
         for target in targets:
