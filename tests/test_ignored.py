@@ -146,6 +146,28 @@ def test_flatten_slices_and_pipes_read_elements():
     assert ignored(op, {"lines": [{"name": "a", "other": 1}, {"name": "b"}]}) == ["$.lines[0].other"]
 
 
+def test_a_filter_inside_line_items_is_decided_per_element_of_each_line():
+    op = operation(body={"lines": "body.line_items[].{tags: tags[?starts_with(@, 'a')], v: value}"})
+    body = {"line_items": [{"tags": ["a1", "b2"], "value": 1}, {"tags": ["b3", "a4"]}]}
+    assert ignored(op, body) == ["$.line_items[0].tags[1]", "$.line_items[1].tags[0]"]
+
+
+def test_a_pipe_after_the_members_of_an_object_reads_them_whole():
+    op = operation(body={"first": "body.field_mappings.* | [0]"})
+    assert ignored(op, {"field_mappings": {"a": "x", "b": "y"}, "other": 1}) == ["$.other"]
+
+
+def test_either_side_of_or_in_a_when_is_a_test():
+    op = operation(when="body.memo || body.note", body={"n": "body.number"})
+    assert ignored(op, {"memo": "m", "note": "n", "number": "1"}) == ["$.memo", "$.note"]
+    assert ignored(operation(when="body.draft || body.final", body={}), {"draft": False, "final": True}) == []
+
+
+def test_a_document_without_a_body_has_nothing_to_report():
+    assert ignored(operation(body={"n": "body.name"}), None) == []
+    assert operation(body={"n": "body.name"}).ignored({}) == []
+
+
 def test_nulls_and_empty_values_do_not_stop_the_scan():
     op = operation(body={"lines": "body.line_items[].{v: value}", "n": "body.number"})
     body = {"status": None, "line_items": [None, {"value": None, "foo": 1}, {}, {"value": 2, "bar": [], "baz": "z"}],
