@@ -13,7 +13,8 @@ from gateway.models import InvoiceOutput
 from gateway.unify import Unifier
 import pytest
 
-from gateway.expressions import ExpressionError, compile_expression, compile_template, reads, strip_nulls
+from gateway.expressions import (ExpressionError, calls, compile_expression, compile_template, context_reads, reads,
+                                 strip_nulls)
 from gateway.functions import Functions
 from gateway.mapping import OperationSpec
 from gateway.operation import Operation, TranslationError
@@ -284,6 +285,25 @@ def test_strip_nulls_leaves_scalars_and_does_not_mutate():
 ])
 def test_reads(source, expected):
     assert reads(jmespath.compile(source)) == expected
+
+
+@pytest.mark.parametrize("source, keys", [
+    ("context.company_id", {"company_id"}),
+    ("context('region')", {"region"}),
+    ("{a: context.a, b: context('b'), c: body.c}", {"a", "b"}),
+    ("context", set()),  # the whole context: no key of it in particular
+    ("context(body.key)", set()),  # a key not known until run time
+    ("body.context.x", set()),
+])
+def test_context_reads_names_the_keys_an_expression_reads(source, keys):
+    assert context_reads(compile_expression(source, "$.t")) == keys
+
+
+def test_calls_lists_every_function_call_with_its_arguments():
+    found = sorted((name, [a["type"] for a in args])
+                   for name, args in calls(compile_expression("to_remote(join('-', [a, b]), 'm') || length(c)", "$.t")))
+    assert found == [("join", ["literal", "multi_select_list"]), ("length", ["field"]),
+                     ("to_remote", ["function_expression", "literal"])]
 
 
 def test_reads_of_a_whole_template():

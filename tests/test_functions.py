@@ -338,6 +338,17 @@ def test_context_key_must_be_a_string():
         search("context(`1`)")
 
 
+def test_merge_each_carries_an_object_into_each_item_and_lets_it_win():
+    data = {"items": [{"a": 1, "b": 1}, {"b": 2}], "id": 7}
+    assert search("merge_each(items, {a: id})", data) == [{"a": 7, "b": 1}, {"a": 7, "b": 2}]
+    assert data["items"] == [{"a": 1, "b": 1}, {"b": 2}], "the record itself is left as it was"
+    assert search("merge_each(missing, {a: id})", data) is None
+    assert search("merge_each(`[]`, {a: id})", data) == []
+    for bad in ("merge_each(`[1]`, {a: id})", "merge_each(`[{}, null]`, {a: id})", "merge_each(items, `3`)"):
+        with pytest.raises(JMESPathTypeError):
+            search(bad, data)
+
+
 def test_jmespath_builtins_still_work_beside_the_custom_ones():
     assert search("length(v)", {"v": [1, 2]}) == 2
     assert search("to_string(`1`)") == "1"
