@@ -8,7 +8,7 @@ import jmespath
 import pytest
 from jmespath.exceptions import JMESPathTypeError
 
-from gateway.functions import DATE_FORMATS, DateFormatError, Functions, from_iso, to_iso
+from gateway.functions import DATE_FORMATS, DateFormatError, Functions, from_iso, multiply, to_iso
 
 MAPS = {"contact_status": {"Active": "active", "Inactive": "inactive", "Archived": "archived"}}
 CONTEXT = {"company_id": "6650f1a2e4b0c8d9f0aa0001", "region": "eu", "retries": 3}
@@ -336,6 +336,22 @@ def test_context_works_inside_projections_where_the_document_is_elsewhere():
 def test_context_key_must_be_a_string():
     with pytest.raises(JMESPathTypeError):
         search("context(`1`)")
+
+
+@pytest.mark.parametrize("value, factor, expected", [
+    (0.07, 100, 7), (1999, 0.01, 19.99), (12.5, 100, 1250), (3, 3, 9), (-0.1, 10, -1), (0.1, 0.1, 0.01), (5, 0.5, 2.5),
+])
+def test_multiply_is_decimal_and_whole_results_are_ints(value, factor, expected):
+    result = multiply(value, factor)
+    assert result == expected and type(result) is type(expected)
+    assert search("multiply(v, f)", {"v": value, "f": factor}) == expected
+
+
+def test_multiply_passes_null_through_and_needs_numbers():
+    assert search("multiply(missing, `100`)") is None
+    for bad in ("multiply('1', `100`)", "multiply(`1`, '100')", "multiply(`1`, missing)", "multiply(`true`, `1`)"):
+        with pytest.raises(JMESPathTypeError):
+            search(bad)
 
 
 def test_merge_each_carries_an_object_into_each_item_and_lets_it_win():
