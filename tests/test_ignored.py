@@ -136,6 +136,9 @@ def test_what_a_function_reads_it_reads_whole():
     op = operation(body={"lines": "sort_by(body.line_items, &value)[].{v: value, w: weight || unit}"})
     assert ignored(op, {"line_items": [{"value": 2, "weight": 1, "unit": "kg", "extra": 1}]}) == []
     assert ignored(operation(body={"n": "length(body.line_items)"}), {"line_items": [{"a": 1}]}) == []
+    # However far what follows goes.
+    op = operation(body={"first": "sort_by(body.items, &n)[0].name", "code": "to_number(split(body.code, '-')[1])"})
+    assert ignored(op, {"items": [{"n": 2, "name": "b"}, {"n": 1, "name": "a"}], "code": "x-1"}) == []
 
 
 def test_flatten_slices_and_pipes_read_elements():
