@@ -32,7 +32,9 @@ MEMBERS = "*"  # each member of an object
 
 class Guard:
     """A branch condition: `expression`, evaluated on the value at `scope`
-    (a path pattern of the request document), must be true (or false)."""
+    (a path pattern of the request document), must be true (or false). The
+    scope is a prefix of the guarded read's path: of a body read, the document
+    itself or a body path the walk passes through."""
 
     __slots__ = ("expression", "expected", "scope")
 
@@ -206,7 +208,7 @@ class _Walk:
 
     def holds(self, guards: tuple[Guard, ...], trail: list) -> bool:
         for guard in guards:
-            if guard.scope is None or (guard.scope and guard.scope[0] != "body"):
+            if guard.scope is None:
                 continue  # nothing to evaluate it on: taken to hold
             value = trail[len(guard.scope)]
             key = (id(guard), id(value))

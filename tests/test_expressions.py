@@ -274,6 +274,7 @@ def test_strip_nulls_leaves_scalars_and_does_not_mutate():
     ("body.items[*].value", {("body", "items", "[]", "value")}),
     ("body.items[].value", {("body", "items", "[]", "value")}),
     ("body.items[]", {("body", "items", "[]")}),
+    ("body.groups[][]", {("body", "groups", "[]", "[]")}),  # flattened twice: the elements of its elements
     ("body.items[*]", {("body", "items", "[]")}),
     ("body.items[?value > `1`].name", {("body", "items", "[]", "value"), ("body", "items", "[]", "name")}),
     ("body.fields.*", {("body", "fields", "[]")}),
