@@ -36,7 +36,8 @@ def document(query: dict[str, str], conn: Connection, **parts: Any) -> dict[str,
     return {"query": query, "context": conn.context, **parts}
 
 
-async def call(upstream: Upstream, conn: Connection, op: Operation, doc: dict, query: list | None = None) -> Any:
+async def call(upstream: Upstream, conn: Connection, op: Operation, doc: dict, query: list | None = None,
+               decoder: msgspec.json.Decoder | None = None) -> Any:
     try:
         upstream_request = op.request(doc, conn.options)
     except TranslationError as exc:
@@ -44,7 +45,7 @@ async def call(upstream: Upstream, conn: Connection, op: Operation, doc: dict, q
                             provider=conn.provider.name) from None
     if query is not None:
         upstream_request.query = query
-    return await upstream.send(conn, upstream_request)
+    return await upstream.send(conn, upstream_request, decoder)
 
 
 def extract(conn: Connection, expression, data: Any, what: str) -> Any:

@@ -1,12 +1,12 @@
 """Unify: a provider record -> a unified object, through the object's `unify` template."""
 
-from typing import Any
+from typing import Any, TypedDict
 
 import msgspec
 from jmespath import Options
 from jmespath.exceptions import JMESPathError
 
-from .expressions import ExpressionError, compile_template
+from .expressions import Expression, ExpressionError, compile_template, field_path, whole_reads
 from .models import Model
 
 # The gateway fills remote_data itself, from the raw record, when asked to.
@@ -63,3 +63,34 @@ class Unifier:
             return msgspec.convert(values, self.model)
         except msgspec.ValidationError as exc:
             raise UnifyError(str(exc)) from None
+
+
+def page_decoder(records: Expression, others: list[Expression], unifier: Unifier) -> msgspec.json.Decoder | None:
+    """A decoder for a list answer that leaves out what the mapping never reads.
+
+    Most of a list's cost is a provider's fields no template names, each
+    decoded into a Python object only to be dropped. `records` must be a plain
+    path (`data.contacts`) and everything else read (`others`: the total, the
+    next page; each record through the template) is read by `whole_reads`, so
+    what is left out is never observed. The answer must then have the expected
+    shape where it matters (objects and arrays, or null); one that has not is
+    decoded whole, as before. None when nothing can be left out."""
+    records_path = field_path(records.parsed)
+    if records_path is None:
+        return None
+    paths = set().union(*(whole_reads(e) for e in others))
+    paths |= {records_path + ("[]",) + p for p in whole_reads(unifier.expression)}
+    shape = _shape(paths, "Page")
+    return None if shape is Any else msgspec.json.Decoder(shape)
+
+
+def _shape(paths: set[tuple[str, ...]], name: str) -> Any:
+    if () in paths:
+        return Any
+    heads = {p[0] for p in paths}
+    if "[]" in heads:
+        if len(heads) > 1:
+            return Any  # read both as an array and as an object: keep it whole
+        return list[_shape({p[1:] for p in paths}, name + "Item")] | None
+    fields = {head: _shape({p[1:] for p in paths if p[0] == head}, f"{name}_{head}") for head in sorted(heads)}
+    return TypedDict(name, fields, total=False) | None
