@@ -9,7 +9,7 @@ import contextlib
 import functools
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jmespath
@@ -49,6 +49,10 @@ class Expression:
     def search(self, value: Any, options: Options | None = None) -> Any:
         functions = options.custom_functions if options is not None and options.custom_functions else _DEFAULT_FUNCTIONS
         return self._run(value, functions)
+
+    def runner(self, options: Options | None = None) -> tuple[Callable[[Any, functions.Functions], Any], functions.Functions]:
+        """`search`'s function and the functions it calls: `run(value, functions)` for each of many values."""
+        return self._run, options.custom_functions if options is not None and options.custom_functions else _DEFAULT_FUNCTIONS
 
 
 def compile_expression(source: str, key: str) -> Expression:
@@ -103,6 +107,15 @@ class _literal_call:
 
 
 _NO_MEMBERS: dict = {}  # only ever read
+_VALUE_MAPS = frozenset({"to_unified", "to_remote"})  # gateway/functions.py's value map lookups
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_MISSING = object()
+
+
+def _remember(memo: dict, key: tuple, value: Any) -> None:
+    if len(memo) >= 256:  # a map's values are few; a page of free text is not kept
+        memo.clear()
+    memo[key] = value
 
 
 def _is_false(value: Any) -> bool:
@@ -124,7 +137,8 @@ class _Writer:
 
     def __init__(self) -> None:
         self.lines: list[str] = []
-        self.constants: dict[str, Any] = {"_is_false": _is_false, "_NO_MEMBERS": _NO_MEMBERS}
+        self.constants: dict[str, Any] = {"_is_false": _is_false, "_NO_MEMBERS": _NO_MEMBERS, "_SCALARS": _SCALARS,
+                                          "_MISSING": _MISSING}
         self.temps = 0
         self.blocks: list[dict[tuple[str, str], str]] = [{}]  # per open block: (node, value) -> local
 
@@ -243,10 +257,25 @@ class _Writer:
             # literal's type is known here).
             sites, types, checked = self.constant({}), self.temp(), self.temp()
             varying = [a for a, c in zip(args, children) if c["type"] != "literal"]
-            put(f"{types} = (type(f), {''.join(f'type({a}), ' for a in varying)})")
-            put(f"{checked} = {sites}.get({types})")
-            put(f"{out} = {checked}(f, {', '.join(args)}) if {checked} is not None "
-                f"else {self.constant(_first_call)}({sites}, {types}, f, {name!r}, [{', '.join(args)}])")
+            call = [f"{types} = (type(f), {''.join(f'type({a}), ' for a in varying)})",
+                    f"{checked} = {sites}.get({types})",
+                    f"{out} = {checked}(f, {', '.join(args)}) if {checked} is not None "
+                    f"else {self.constant(_first_call)}({sites}, {types}, f, {name!r}, [{', '.join(args)}])"]
+            if name not in _VALUE_MAPS or len(varying) != 1:
+                for line in call:
+                    put(line)
+                return out
+            # A page's records repeat a few enum values: each call site keeps
+            # what its value map gave, per connection.
+            (value,), memo, key = varying, self.constant({}), self.temp()
+            # The class too: 1, 1.0 and True are one key to a dict, but a value no map holds comes back as it is.
+            put(f"{key} = (f, {value}.__class__, {value}) if {value}.__class__ in _SCALARS else None")
+            put(f"{out} = {memo}.get({key}, _MISSING) if {key} is not None else _MISSING")
+            put(f"if {out} is _MISSING:")
+            for line in call:
+                self.put(depth + 1, line)
+            self.put(depth + 1, f"if {key} is not None and {out}.__class__ in _SCALARS:")
+            self.put(depth + 2, f"{self.constant(_remember)}({memo}, {key}, {out})")
         elif kind in ("projection", "flatten"):
             # Both walk a list into a new one, null when the value is not a list.
             base = self.emit(children[0], src, depth)

@@ -64,9 +64,8 @@ def unify(conn: Connection, op: Operation, record: Any, remote_data: bool, body:
 
 
 def unify_page(conn: Connection, op: Operation, records: list, remote_data: bool) -> list:
-    unifier, options = op.unifier.unify, conn.options  # a list's records echo nothing: straight to the unifier
-    try:
-        return [unifier(record, options, remote_data) for record in records]
+    try:  # a list's records echo nothing: straight to the unifier
+        return op.unifier.unify_page(records, conn.options, remote_data)
     except UnifyError as exc:
         raise _unmappable(conn, op, exc) from None
 

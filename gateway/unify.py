@@ -28,7 +28,8 @@ class Unifier:
         self.key = key
         self.model = model
         self.fields = tuple(template)
-        self.expression = compile_template(template, key)
+        # In the model's order: msgspec matches a dict's keys to the fields fastest in their own order.
+        self.expression = compile_template({name: template[name] for name in model.__struct_fields__ if name in template}, key)
         self.ids = {name: compile_template(template[name], f"{key}.{name}") for name in ("id", "remote_id") if name in template}
         # A null is absent for the fields that may be absent but never null (UNSET
         # by default); a nullable field takes it as it is.
@@ -48,21 +49,29 @@ class Unifier:
         return found
 
     def unify(self, record: Any, options: Options, remote_data: bool) -> Model:
-        if not isinstance(record, dict):
-            raise UnifyError(f"expected a record object, got {type(record).__name__}")
-        try:
-            values = self.expression.search(record, options=options)
-        except (JMESPathError, ValueError, TypeError, OverflowError) as exc:
-            raise UnifyError(str(exc)) from None
-        for name in self.unset_if_null:
-            if values[name] is None:
-                del values[name]
-        if remote_data:
-            values["remote_data"] = record
-        try:
-            return msgspec.convert(values, self.model)
-        except msgspec.ValidationError as exc:
-            raise UnifyError(str(exc)) from None
+        return self.unify_page([record], options, remote_data)[0]
+
+    def unify_page(self, records: list, options: Options, remote_data: bool) -> list[Model]:
+        run, functions = self.expression.runner(options)
+        model, unset_if_null, convert = self.model, self.unset_if_null, msgspec.convert
+        out = []
+        for record in records:
+            if not isinstance(record, dict):
+                raise UnifyError(f"expected a record object, got {type(record).__name__}")
+            try:
+                values = run(record, functions)
+            except (JMESPathError, ValueError, TypeError, OverflowError) as exc:
+                raise UnifyError(str(exc)) from None
+            for name in unset_if_null:
+                if values[name] is None:
+                    del values[name]
+            if remote_data:
+                values["remote_data"] = record
+            try:
+                out.append(convert(values, model))
+            except msgspec.ValidationError as exc:
+                raise UnifyError(str(exc)) from None
+        return out
 
 
 def page_decoder(records: Expression, others: list[Expression], unifier: Unifier) -> msgspec.json.Decoder | None:
@@ -70,16 +79,19 @@ def page_decoder(records: Expression, others: list[Expression], unifier: Unifier
 
     Most of a list's cost is a provider's fields no template names, each
     decoded into a Python object only to be dropped. `records` must be a plain
-    path (`data.contacts`) and everything else read (`others`: the total, the
+    path (`data.contacts`, or one `|| literal`) and everything else read (`others`: the total, the
     next page; each record through the template) is read by `whole_reads`, so
     what is left out is never observed. The answer must then have the expected
     shape where it matters (objects and arrays, or null); one that has not is
     decoded whole, as before. None when nothing can be left out."""
-    records_path = field_path(records.parsed)
+    node = records.parsed
+    if node["type"] == "or_expression" and node["children"][1]["type"] == "literal":
+        node = node["children"][0]  # `QueryResponse.Item || `[]``: an array is true by its length alone
+    records_path = field_path(node)
     if records_path is None:
         return None
     paths = set().union(*(whole_reads(e) for e in others))
-    paths |= {records_path + ("[]",) + p for p in whole_reads(unifier.expression)}
+    paths |= {records_path + ("[]",) + p for p in whole_reads(unifier.expression) or {()}}
     shape = _shape(paths, "Page")
     return None if shape is Any else msgspec.json.Decoder(shape)
 
