@@ -54,7 +54,8 @@ class Operation:
         self.total = compile_expression(spec.total, f"{key}.total") if spec.total else None
         self.next = compile_expression(spec.paging.next, f"{key}.paging.next") if spec.paging.next else None
         self.count = compile_expression(spec.paging.count, f"{key}.paging.count") if spec.paging.count else None
-        self.page_decoder = page_decoder(self.records, [e for e in (self.total, self.next, self.count) if e], unifier)
+        self.page_decoder = (page_decoder(self.records, [e for e in (self.total, self.next, self.count) if e], unifier)
+                             if verb == "list" else None)
         request_side = [e for e in (self.when, self.query, self.headers, self.body) if e is not None]
         request_side += [e for e in self.path if not isinstance(e, str)]
         self.consumed = set().union(*(reads(e) for e in request_side)) if request_side else set()
