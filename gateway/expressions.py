@@ -9,7 +9,7 @@ import contextlib
 import functools
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jmespath
@@ -50,6 +50,10 @@ class Expression:
         functions = options.custom_functions if options is not None and options.custom_functions else _DEFAULT_FUNCTIONS
         return self._run(value, functions)
 
+    def runner(self, options: Options | None = None) -> tuple[Callable[[Any, functions.Functions], Any], functions.Functions]:
+        """`search`'s function and the functions it calls: `run(value, functions)` for each of many values."""
+        return self._run, options.custom_functions if options is not None and options.custom_functions else _DEFAULT_FUNCTIONS
+
 
 def compile_expression(source: str, key: str) -> Expression:
     # Mapping files repeat expressions (`id`, `context.company_id`, whole
@@ -79,9 +83,39 @@ _DEFAULT_FUNCTIONS = functions.Functions()
 
 def _first_call(sites: dict, types: tuple, f: functions.Functions, name: str, args: list) -> Any:
     result = f.call_function(name, args)  # checks the arguments, raising jmespath's own error
-    if list not in types:  # an array's check also depends on its elements
+    if not any(isinstance(a, list) for a in args):  # an array's check also depends on its elements
         sites[types] = f.FUNCTION_TABLE[name]["function"]
     return result
+
+
+class _literal_call:
+    """A call site whose arguments are all literals, remembering its value for
+    the last `f` it was called with. Only immutable values are kept, since
+    every record of a page would share them."""
+
+    __slots__ = ("name", "f", "result")
+
+    def __init__(self, name: str):
+        self.name = name
+        self.f = self.result = None
+
+    def __call__(self, f: functions.Functions, args: list) -> Any:
+        result = f.call_function(self.name, args)
+        if result is None or result.__class__ in (str, int, float, bool):
+            self.f, self.result = f, result
+        return result
+
+
+_NO_MEMBERS: dict = {}  # only ever read
+_VALUE_MAPS = frozenset({"to_unified", "to_remote"})  # gateway/functions.py's value map lookups
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_MISSING = object()
+
+
+def _remember(memo: dict, key: tuple, value: Any) -> None:
+    if len(memo) >= 256:  # a map's values are few; a page of free text is not kept
+        memo.clear()
+    memo[key] = value
 
 
 def _is_false(value: Any) -> bool:
@@ -103,7 +137,8 @@ class _Writer:
 
     def __init__(self) -> None:
         self.lines: list[str] = []
-        self.constants: dict[str, Any] = {"_is_false": _is_false}
+        self.constants: dict[str, Any] = {"_is_false": _is_false, "_NO_MEMBERS": _NO_MEMBERS, "_SCALARS": _SCALARS,
+                                          "_MISSING": _MISSING}
         self.temps = 0
         self.blocks: list[dict[tuple[str, str], str]] = [{}]  # per open block: (node, value) -> local
 
@@ -122,6 +157,17 @@ class _Writer:
         name = f"c{len(self.constants)}"
         self.constants[name] = value
         return name
+
+    def members(self, src: str, depth: int) -> str:
+        """A local holding `src` if it is an object, else an empty one: a field of
+        anything else is null. Tested once per value and block, not per field."""
+        key = ("members", src)
+        for block in reversed(self.blocks):
+            if key in block:
+                return block[key]
+        out = self.blocks[-1][key] = self.temp()
+        self.put(depth, f"{out} = {src} if isinstance({src}, dict) else _NO_MEMBERS")
+        return out
 
     def put(self, depth: int, line: str) -> None:
         self.lines.append("    " * depth + line)
@@ -160,7 +206,7 @@ class _Writer:
         out = self.temp()
         put = functools.partial(self.put, depth)
         if kind == "field":
-            put(f"{out} = {src}.get({node['value']!r}) if isinstance({src}, dict) else None")
+            put(f"{out} = {self.members(src, depth)}.get({node['value']!r})")
         elif kind == "index" and isinstance(node["value"], int):
             index = node["value"]
             put(f"{out} = {src}[{index}] if isinstance({src}, list) and {-index - 1 if index < 0 else index} < len({src}) else None")
@@ -198,14 +244,38 @@ class _Writer:
                 put(f"{out} = {compare}({left}, {right})")
         elif kind == "function_expression" and all(c["type"] != "expref" for c in children):
             args = [self.emit(c, src, depth) for c in children]
+            name = node["value"]
+            if all(c["type"] == "literal" for c in children):
+                # Functions are pure, and bound once per connection: a call of
+                # literals alone (`context('company_id')`) is a constant of `f`.
+                memo = self.constant(_literal_call(name))
+                put(f"{out} = {memo}.result if {memo}.f is f else {memo}(f, [{', '.join(args)}])")
+                return out
             # jmespath checks argument types on every call, which costs more than
             # most functions themselves; the check depends only on the types, so
-            # each call site remembers the type combinations that passed.
+            # each call site remembers the type combinations that passed (a
+            # literal's type is known here).
             sites, types, checked = self.constant({}), self.temp(), self.temp()
-            put(f"{types} = (type(f), {''.join(f'type({a}), ' for a in args)})")
-            put(f"{checked} = {sites}.get({types})")
-            put(f"{out} = {checked}(f, {', '.join(args)}) if {checked} is not None "
-                f"else {self.constant(_first_call)}({sites}, {types}, f, {node['value']!r}, [{', '.join(args)}])")
+            varying = [a for a, c in zip(args, children) if c["type"] != "literal"]
+            call = [f"{types} = (type(f), {''.join(f'type({a}), ' for a in varying)})",
+                    f"{checked} = {sites}.get({types})",
+                    f"{out} = {checked}(f, {', '.join(args)}) if {checked} is not None "
+                    f"else {self.constant(_first_call)}({sites}, {types}, f, {name!r}, [{', '.join(args)}])"]
+            if name not in _VALUE_MAPS or len(varying) != 1:
+                for line in call:
+                    put(line)
+                return out
+            # A page's records repeat a few enum values: each call site keeps
+            # what its value map gave, per connection.
+            (value,), memo, key = varying, self.constant({}), self.temp()
+            # The class too: 1, 1.0 and True are one key to a dict, but a value no map holds comes back as it is.
+            put(f"{key} = (f, {value}.__class__, {value}) if {value}.__class__ in _SCALARS else None")
+            put(f"{out} = {memo}.get({key}, _MISSING) if {key} is not None else _MISSING")
+            put(f"if {out} is _MISSING:")
+            for line in call:
+                self.put(depth + 1, line)
+            self.put(depth + 1, f"if {key} is not None and {out}.__class__ in _SCALARS:")
+            self.put(depth + 2, f"{self.constant(_remember)}({memo}, {key}, {out})")
         elif kind in ("projection", "flatten"):
             # Both walk a list into a new one, null when the value is not a list.
             base = self.emit(children[0], src, depth)
@@ -308,6 +378,48 @@ def _reads(node: dict) -> set[tuple[str, ...]]:
     if not children:
         return {()}  # @, an index or a slice: the current value as a whole
     return set().union(*(_reads(c) for c in children))
+
+
+def whole_reads(expression: Expression) -> set[tuple[str, ...]]:
+    """The document paths whose values an expression looks at as a whole,
+    reached by member lookups alone; `()` is the document itself.
+
+    Stricter than `reads`: a value is listed whole as soon as anything but a
+    member lookup touches it (a test, a function, an index, a projection), so
+    nothing the expression can observe lies outside these paths: a decoder may
+    leave the rest of the document out."""
+    return _whole(expression.parsed)
+
+
+# Nodes that evaluate their first child on the value at hand, and the rest on what it gives.
+_CHAINS = {"subexpression", "index_expression", "pipe", "projection", "value_projection", "filter_projection", "flatten"}
+# Nodes that evaluate every child on the value at hand.
+_SIBLINGS = {"comparator", "or_expression", "and_expression", "not_expression", "function_expression",
+             "multi_select_dict", "multi_select_list", "key_val_pair"}
+
+
+def _whole(node: dict) -> set[tuple[str, ...]]:
+    kind = node["type"]
+    children = node.get("children", [])
+    path = field_path(node)
+    if path is not None:
+        return {path}
+    if kind in ("literal", "expref"):  # &expr reads what another argument gives
+        return set()
+    if kind in _CHAINS:
+        return _whole(children[0])
+    if kind in _SIBLINGS:
+        return set().union(*(_whole(c) for c in children))
+    return {()}  # @, or what this does not know: the whole value
+
+
+def field_path(node: dict) -> tuple[str, ...] | None:
+    """`a.b.c` as ("a", "b", "c"); None for any other expression."""
+    if node["type"] == "field":
+        return (node["value"],)
+    if node["type"] == "subexpression" and all(c["type"] == "field" for c in node["children"]):
+        return tuple(c["value"] for c in node["children"])
+    return None
 
 
 def context_reads(expression: Expression) -> set[str]:

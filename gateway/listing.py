@@ -35,7 +35,7 @@ class Listing:
         if position.source >= len(sources):
             raise bad_request("invalid_cursor", "the cursor no longer fits this provider's mapping")
         while True:
-            op, records, following, previous = await self._page(conn, sources, position, limit, call)
+            op, records, following, previous = await self._page(conn, sources, position, limit, call, remote_data)
             if records or following is None or following.source == position.source:
                 break
             position = following
@@ -47,14 +47,15 @@ class Listing:
         })
 
     async def _page(self, conn: Connection, sources: tuple[Operation, ...], position: Position, limit: int,
-                    call: Call) -> tuple[Operation, list, Position | None, Position | None]:
+                    call: Call, remote_data: bool) -> tuple[Operation, list, Position | None, Position | None]:
         op = sources[position.source]
         spec = op.spec.paging
         size = min(limit, spec.max_limit)
         doc = steps.document(call.query, conn, page=paging.page_document(spec, position, size))
         # A link cursor holds only the query string of the provider's next link.
         query = paging.link_params(position.token) if spec.style == "link" and position.token else None
-        data = await steps.call(self.upstream, conn, op, doc, query)
+        # remote_data answers each record whole; otherwise only what the mapping reads is decoded.
+        data = await steps.call(self.upstream, conn, op, doc, query, None if remote_data else op.page_decoder)
         records = steps.extract(conn, op.records, data, "the records")
         # Strict: a missing array is more likely a changed envelope than an empty
         # page. A provider that omits empty arrays says `records: X || `[]``.

@@ -14,6 +14,7 @@ from jmespath.exceptions import JMESPathError
 
 from .expressions import ExpressionError, compile_expression, compile_template, reads, strip_nulls
 from .ignored import Reach
+from .unify import page_decoder
 
 if TYPE_CHECKING:
     from .mapping import OperationSpec
@@ -36,7 +37,7 @@ class TranslationError(ValueError):
 
 class Operation:
     __slots__ = ("key", "verb", "spec", "unifier", "method", "when", "path", "query", "headers", "body",
-                 "record", "records", "total", "next", "count", "consumed", "reach")
+                 "record", "records", "total", "next", "count", "consumed", "reach", "page_decoder")
 
     def __init__(self, spec: "OperationSpec", verb: str, key: str, unifier: "Unifier"):
         self.key = key
@@ -54,6 +55,8 @@ class Operation:
         self.total = compile_expression(spec.total, f"{key}.total") if spec.total else None
         self.next = compile_expression(spec.paging.next, f"{key}.paging.next") if spec.paging.next else None
         self.count = compile_expression(spec.paging.count, f"{key}.paging.count") if spec.paging.count else None
+        self.page_decoder = (page_decoder(self.records, [e for e in (self.total, self.next, self.count) if e], unifier)
+                             if verb == "list" else None)
         request_side = [e for e in (self.when, self.query, self.headers, self.body) if e is not None]
         request_side += [e for e in self.path if not isinstance(e, str)]
         self.consumed = set().union(*(reads(e) for e in request_side)) if request_side else set()

@@ -36,7 +36,8 @@ def document(query: dict[str, str], conn: Connection, **parts: Any) -> dict[str,
     return {"query": query, "context": conn.context, **parts}
 
 
-async def call(upstream: Upstream, conn: Connection, op: Operation, doc: dict, query: list | None = None) -> Any:
+async def call(upstream: Upstream, conn: Connection, op: Operation, doc: dict, query: list | None = None,
+               decoder: msgspec.json.Decoder | None = None) -> Any:
     try:
         upstream_request = op.request(doc, conn.options)
     except TranslationError as exc:
@@ -44,7 +45,7 @@ async def call(upstream: Upstream, conn: Connection, op: Operation, doc: dict, q
                             provider=conn.provider.name) from None
     if query is not None:
         upstream_request.query = query
-    return await upstream.send(conn, upstream_request)
+    return await upstream.send(conn, upstream_request, decoder)
 
 
 def extract(conn: Connection, expression, data: Any, what: str) -> Any:
@@ -63,9 +64,8 @@ def unify(conn: Connection, op: Operation, record: Any, remote_data: bool, body:
 
 
 def unify_page(conn: Connection, op: Operation, records: list, remote_data: bool) -> list:
-    unifier, options = op.unifier.unify, conn.options  # a list's records echo nothing: straight to the unifier
-    try:
-        return [unifier(record, options, remote_data) for record in records]
+    try:  # a list's records echo nothing: straight to the unifier
+        return op.unifier.unify_page(records, conn.options, remote_data)
     except UnifyError as exc:
         raise _unmappable(conn, op, exc) from None
 

@@ -116,7 +116,8 @@ class Upstream:
     async def aclose(self) -> None:
         await self.exchange.aclose()
 
-    async def send(self, conn: Connection, request: UpstreamRequest) -> Any:
+    async def send(self, conn: Connection, request: UpstreamRequest, decoder: msgspec.json.Decoder | None = None) -> Any:
+        """The provider's decoded answer; `decoder` (gateway/unify.py's `page_decoder`) reads a success."""
         provider, state = conn.provider, conn.state
         if state.in_flight >= provider.limits.max_in_flight:
             raise GatewayError(503, "connection_busy", f"this connection already has {state.in_flight} calls to "
@@ -145,7 +146,7 @@ class Upstream:
             breaker.failed()
         else:
             breaker.succeeded()
-        return _result(conn, raw)
+        return _result(conn, raw, decoder)
 
     async def _attempts(self, conn: Connection, request: UpstreamRequest) -> Answer:
         provider = conn.provider
@@ -222,17 +223,30 @@ async def _backoff(policy: RetrySpec, attempt: int, pause: float | None) -> None
 _INVALID = object()
 
 
-def _decode(body: bytes) -> Any:
+def _decode(body: bytes, decoder: msgspec.json.Decoder = _json) -> Any:
     if not body:
         return None
     try:
+        if decoder is not _json and (body.isascii() or _utf8(body)):  # what it skips, it does not check
+            try:
+                return decoder.decode(body)
+            except msgspec.ValidationError:
+                pass  # not the shape the mapping reads: decoded whole, whatever it is
         return _json.decode(body)
     except (msgspec.DecodeError, RecursionError):  # RecursionError: nested too deeply
         return _INVALID
 
 
-def _result(conn: Connection, raw: Answer) -> Any:
-    data = _decode(raw.body)
+def _utf8(body: bytes) -> bool:
+    try:
+        body.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _result(conn: Connection, raw: Answer, decoder: msgspec.json.Decoder | None = None) -> Any:
+    data = _decode(raw.body, decoder if decoder is not None and 200 <= raw.status < 300 else _json)
     if 200 <= raw.status < 300:
         if data is _INVALID:
             # A 2xx may mean the record exists: keep what the provider said.

@@ -10,11 +10,11 @@ import jmespath
 import msgspec
 
 from gateway.models import InvoiceOutput
-from gateway.unify import Unifier
+from gateway.unify import Unifier, page_decoder
 import pytest
 
 from gateway.expressions import (ExpressionError, calls, compile_expression, compile_template, context_reads, reads,
-                                 strip_nulls)
+                                 strip_nulls, whole_reads)
 from gateway.functions import Functions
 from gateway.mapping import OperationSpec
 from gateway.operation import Operation, TranslationError
@@ -406,3 +406,90 @@ def test_ignored_counts_fields_read_by_when_path_query_and_headers_too():
                    query={"m": "body.memo"}, headers={"X-C": "body.currency"}, body={"n": "body.number"})
     body = {"contact_id": "c", "type": "A", "memo": "m", "currency": "USD", "number": "1", "balance": 3}
     assert op.ignored({"body": body}) == ["$.balance"]
+
+
+# -- whole_reads and the list decoder built on it --------------------------------
+
+
+def _prune(document, paths):
+    """`document` with only what `paths` reach: what a page decoder keeps."""
+    if () in paths or not isinstance(document, dict):
+        return document
+    heads = {p[0] for p in paths}
+    return {k: _prune(v, {p[1:] for p in paths if p[0] == k}) for k, v in document.items() if k in heads}
+
+
+@pytest.mark.parametrize("source", EXPRESSIONS)
+def test_an_expression_sees_nothing_outside_its_whole_reads(source):
+    expression = compile_expression(source, "$.x")
+    paths = whole_reads(expression)
+    for document in DOCUMENTS + [{"a": {"b": {"c": 1}, "x": 2}, "b": {"c": [1]}, "y": 3}]:
+        try:
+            expected = ("value", expression.search(document, options=OPTIONS))
+        except jmespath.exceptions.JMESPathError as exc:
+            expected = ("error", type(exc))
+        try:
+            got = ("value", expression.search(_prune(document, paths), options=OPTIONS))
+        except jmespath.exceptions.JMESPathError as exc:
+            got = ("error", type(exc))
+        assert got == expected, (document, paths)
+
+
+def test_whole_reads_are_member_paths_to_what_is_looked_at():
+    def paths(source):
+        return whole_reads(compile_expression(source, "$.x"))
+    assert paths("{a: a.b.c, b: to_iso(d, 'epoch'), c: type == 'x', d: context('company_id')}") == {
+        ("a", "b", "c"), ("d",), ("type",)}
+    assert paths("(a || b).c") == {("a",), ("b",)}  # tested for truth: whole
+    assert paths("lines[*].amount") == {("lines",)}
+    assert paths("keys(@)") == {()}
+
+
+def _page_unifier():
+    template = {"id": "id", "number": "number", "total_amount": "total", "currency": "to_unified(cur, 'status')",
+                "contact_id": "contact.id"}
+    return Unifier(template, InvoiceOutput, "$.objects.invoices.unify")
+
+
+def test_a_list_answer_decodes_only_what_the_mapping_reads():
+    unifier = _page_unifier()
+    decoder = page_decoder(compile_expression("data.items", "$.r"), [compile_expression("data.total", "$.t")], unifier)
+    page = {"data": {"total": 2, "items": [
+        {"id": "1", "number": "N1", "total": 5, "cur": "Active", "contact": {"id": "c", "name": "x"}, "notes": {"a": [1]}},
+        {"id": "2", "contact": None, "unread": "x"},
+    ]}, "meta": [1, 2]}
+    raw = msgspec.json.encode(page)
+    decoded = decoder.decode(raw)
+    assert decoded == {"data": {"total": 2, "items": [
+        {"id": "1", "number": "N1", "total": 5, "cur": "Active", "contact": {"id": "c"}}, {"id": "2", "contact": None}]}}
+    whole = [unifier.unify(r, OPTIONS, False) for r in page["data"]["items"]]
+    assert unifier.unify_page(decoded["data"]["items"], OPTIONS, False) == whole
+
+
+@pytest.mark.parametrize("page", [
+    {"data": {"items": {"not": "an array"}}},
+    {"data": {"items": ["not an object"]}},
+    {"data": {"items": [{"id": "1", "contact": "not an object"}]}},
+    {"data": "not an object"},
+    [],
+])
+def test_an_answer_of_another_shape_is_decoded_whole(page):
+    from gateway.upstream import _decode
+    unifier = _page_unifier()
+    decoder = page_decoder(compile_expression("data.items || `[]`", "$.r"), [], unifier)
+    assert decoder is not None
+    raw = msgspec.json.encode(page)
+    assert _decode(raw, decoder) == page
+
+
+def test_a_list_answer_that_is_not_utf8_is_refused_even_where_unread():
+    from gateway.upstream import _INVALID, _decode
+    decoder = page_decoder(compile_expression("data.items", "$.r"), [], _page_unifier())
+    assert _decode(b'{"data": {"items": [], "skipped": "\xff"}}', decoder) is _INVALID
+    assert _decode(b'{"data": {"items": [{"id": "\xc3\xa9"}]}}', decoder) == {"data": {"items": [{"id": "\u00e9"}]}}
+
+
+def test_a_template_that_reads_a_record_whole_keeps_it_whole():
+    unifier = Unifier({"id": "id", "field_mappings": "@"}, InvoiceOutput, "$.objects.invoices.unify")
+    decoder = page_decoder(compile_expression("items", "$.r"), [], unifier)
+    assert decoder.decode(b'{"items": [{"id": "1", "x": [1]}], "y": 1}') == {"items": [{"id": "1", "x": [1]}]}
