@@ -191,9 +191,9 @@ class Upstream:
             if raw.status == 401 and auth.refreshable and not replayed:
                 # The provider did nothing: new credentials, and the same call once more.
                 replayed = True
-                metrics.retried(provider.name, "auth")
                 credentials = await auth.renew(credentials)
                 headers.update(credentials)
+                metrics.retried(provider.name, "auth")
                 attempt -= 1
                 continue
             if raw.status in (429, 503):
