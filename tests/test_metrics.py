@@ -25,7 +25,10 @@ Samples = dict[tuple[str, frozenset], float]
 
 
 def scrape(url: str) -> Samples:
-    response = httpx.get(url + "/metrics", timeout=10)
+    return parse(httpx.get(url + "/metrics", timeout=10))
+
+
+def parse(response: httpx.Response) -> Samples:
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain; version="), response.headers
     return {(s.name, frozenset(s.labels.items())): s.value
