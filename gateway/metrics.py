@@ -75,26 +75,25 @@ State = dict[str, dict[tuple[str, ...], Any]]
 
 
 class Histogram:
+    """Counts per bucket (the last: above every bound, +Inf) and their sum; the
+    request path adds to them in place, as a method call would cost as much again."""
+
     __slots__ = ("counts", "sum")
 
     def __init__(self) -> None:
-        self.counts = [0] * (len(BUCKETS) + 1)  # the last: above every bound (+Inf)
+        self.counts = [0] * (len(BUCKETS) + 1)
         self.sum = 0.0
 
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect_left(BUCKETS, seconds)] += 1
-        self.sum += seconds
 
-
-class _Served:
+class _Served(Histogram):
     """One (provider, object, operation): its answers by status, and their times."""
 
-    __slots__ = ("labels", "statuses", "latency")
+    __slots__ = ("labels", "statuses")
 
     def __init__(self, labels: tuple[str, str, str]):
+        super().__init__()
         self.labels = labels
         self.statuses: dict[int, int] = {}
-        self.latency = Histogram()
 
 
 # The process's figures. Keys are bounded: see the module's docstring.
@@ -117,11 +116,14 @@ _OPERATIONS = {("GET", False): "list", ("HEAD", False): "list", ("POST", False):
 def served(call, conn, status: int, started: float) -> None:
     """A call to the unified API answered (`conn`: None when refused before one was known)."""
     elapsed = time.monotonic() - started
-    key = (conn.provider.name if conn is not None else "none", call.object, call.method, bool(call.id))
+    key = (conn.provider.name if conn is not None else "none", call.object, call.method, call.id != "")
     series = _served.get(key) or _series(key)
-    statuses = series.statuses
-    statuses[status] = statuses.get(status, 0) + 1
-    series.latency.observe(elapsed)
+    try:
+        series.statuses[status] += 1
+    except KeyError:
+        series.statuses[status] = 1
+    series.counts[bisect_left(BUCKETS, elapsed)] += 1
+    series.sum += elapsed
 
 
 def _series(key: tuple[str, str, str, bool]) -> _Served:
@@ -137,10 +139,10 @@ def _series(key: tuple[str, str, str, bool]) -> _Served:
 
 def upstream(provider: str, started: float) -> None:
     """A call to a provider ended, answered or not."""
-    histogram = _upstream.get(provider)
-    if histogram is None:
-        histogram = _upstream[provider] = Histogram()
-    histogram.observe(time.monotonic() - started)
+    elapsed = time.monotonic() - started
+    histogram = _upstream.get(provider) or _upstream.setdefault(provider, Histogram())
+    histogram.counts[bisect_left(BUCKETS, elapsed)] += 1
+    histogram.sum += elapsed
 
 
 def retried(provider: str, reason: str) -> None:
@@ -164,7 +166,7 @@ def gather(runtime) -> State:
     for series in list(_by_labels.values()):
         for status, n in series.statuses.items():
             requests[(*series.labels, str(status))] = n
-        durations[series.labels] = [list(series.latency.counts), series.latency.sum]
+        durations[series.labels] = [list(series.counts), series.sum]
     state["gateway_upstream_duration_seconds"] = {(p, ): [list(h.counts), h.sum] for p, h in _upstream.items()}
     for name, series in _counters.items():
         state[name] = dict(series)
