@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
-from . import auth, connections, idempotency, mapping, metrics, sandbox
+from . import auth, connections, idempotency, mapping, metrics, sandbox, tracing
 from .connections import ApiKeys, ConnectionEntry, Connections
 from .call import PREFIX
 from .cursor import Cursors
@@ -77,6 +77,9 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] = os
     except (ValueError, OSError, sqlite3.Error) as exc:
         raise ConfigError(f"GATEWAY_STATE_URL: {exc}") from None
     keeper = auth.Keeper(store, upstream.exchange)
+    traces = tracing.start()  # None unless the OpenTelemetry SDK is installed and configured
+    if traces:
+        upstream.exchange = traces.client(upstream.exchange)
 
     def build(previous: Snapshot | None) -> Snapshot:
         providers = mapping.load_dirs(settings.mappings_dirs)
@@ -173,6 +176,8 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] = os
         sharing.cancel()
         await upstream.aclose()
         await store.aclose()
+        if traces:
+            traces.shutdown()
 
     # Each also with a trailing slash, answered in place (Starlette would redirect to the client's Host).
     endpoints = {"/health": health, "/healthz": health, "/readyz": ready, "/version": version, "/metrics": scrape}
@@ -186,4 +191,4 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] = os
     )
     # Starlette's redirect to the other spelling of a path names the Host the client sent: an open redirect.
     starlette.router.redirect_slashes = False
-    return App(gateway, starlette)
+    return App(traces.server(gateway) if traces else gateway, starlette)
