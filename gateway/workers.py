@@ -2,8 +2,8 @@
 gateway, under a supervisor.
 
 The supervisor binds one socket per worker to the port with SO_REUSEPORT
-(the kernel spreads new connections over them; with one shared socket, the
-first worker awake accepted a client's whole burst of connections) and
+(the kernel spreads new connections over them by their addresses; from one
+shared socket, the first worker awake could accept a whole burst) and
 starts each worker as a fresh `gateway serve` process serving its socket.
 It then only passes signals on and watches:
 
