@@ -550,7 +550,7 @@ class Server:
         self.app = app
         self.sock = sock
         self.parent = parent
-        self.address = (host, port)
+        self.address = tuple(sock.getsockname()[:2]) if sock is not None else (host, port)
         self.max_body_bytes = max_body_bytes
         self.keep_alive = keep_alive  # an idle connection is closed after this
         self.request_timeout = request_timeout  # a request must arrive whole within this of its first byte

@@ -68,7 +68,9 @@ def listen(host: str, port: int) -> socket.socket:
 def supervise(workers: int, host: str, port: int, serve_args: list[str], graceful_timeout: float) -> int:
     """Run `workers` workers of `gateway serve *serve_args` on host:port until a signal stops them."""
     try:
-        sockets = [listen(host, port) for _ in range(workers)]
+        sockets = [listen(host, port)]
+        port = sockets[0].getsockname()[1]  # port 0: the one the kernel chose, for every worker
+        sockets += [listen(host, port) for _ in range(workers - 1)]
     except OSError as exc:
         print(f"gateway: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
         return 2
