@@ -18,6 +18,8 @@ It starts four servers, each its own process on 127.0.0.1:
   the native call through untranslated (Python's counterpart of `nginx`);
 - gateway: `gateway serve` (one process, as shipped) configured with
   GATEWAY_API_KEYS and a GATEWAY_CONNECTIONS file whose base_url is the upstream;
+- nginx2 and gateway2: the same two with two worker processes
+  (`worker_processes 2`, `gateway serve --workers 2`), to use both cores;
 
 then drives each scenario (create, list, retrieve) through each path (direct
 to the upstream, nginx, bare, gateway) with wrk at concurrency 32 and 1, after one
@@ -66,7 +68,10 @@ CONTACT_ID = "64b8f1a2e4b0c8d9f0123456"
 CREATED_AT = 1640995200
 
 SCENARIOS = ("create", "list", "retrieve")
-PATHS = ("direct", "nginx", "bare", "gateway")
+PATHS = ("direct", "nginx", "bare", "gateway", "nginx2", "gateway2")
+# Whose throughput a path's is compared with: the nginx of as many worker processes.
+REFERENCE = {"bare": "nginx", "gateway": "nginx", "gateway2": "nginx2"}
+WORKERS = {"nginx2": 2, "gateway2": 2}
 
 # The unified create body (README's example) and the Formation body the
 # gateway's mapping turns it into: the same call through every path.
@@ -245,11 +250,11 @@ class Process:
                 self.popen.wait(5)
 
 
-def start_nginx(name: str, nginx: str, prefix: Path, conf: str, port: int) -> Process:
+def start_nginx(name: str, nginx: str, prefix: Path, conf: str, port: int, workers: int = 1) -> Process:
     # A root master hands the workers to `nobody`; they must be able to read the prefix.
     prefix.chmod(0o755)
     path = prefix / "nginx.conf"
-    path.write_text(f"daemon off;\nmaster_process on;\nworker_processes 1;\npid {prefix}/nginx.pid;\n"
+    path.write_text(f"daemon off;\nmaster_process on;\nworker_processes {workers};\npid {prefix}/nginx.pid;\n"
                     f"error_log {prefix}/error.log warn;\n" + conf)
     test = subprocess.run([nginx, "-t", "-q", "-p", str(prefix), "-e", str(prefix / "error.log"), "-c", str(path)],
                           capture_output=True, text=True, timeout=30)
@@ -267,7 +272,7 @@ def gateway_command() -> list[str]:
 
 
 def start_gateway(workdir: Path, port: int, upstream_port: int, wrapper: tuple[str, ...] = (),
-                  timeout: float = 20.0) -> tuple[Process, float]:
+                  timeout: float = 20.0, workers: int = 1) -> tuple[Process, float]:
     """`gateway serve` on the port, its connection's base_url the upstream; `wrapper` runs it (valgrind)."""
     connections = workdir / "connections.yaml"
     connections.write_text(f"""\
@@ -284,8 +289,8 @@ connections:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     env.update(GATEWAY_API_KEYS=GATEWAY_KEY, GATEWAY_CONNECTIONS=str(connections),
                GATEWAY_CURSOR_SECRET="bench-cursor-secret", BENCH_FORMATION_API_KEY=FORMATION_KEY)
-    proc = Process("gateway", [*wrapper, *gateway_command(), "serve", "--host", HOST, "--port", str(port)],
-                   workdir / "gateway.log", env=env, cwd=ROOT)
+    proc = Process("gateway", [*wrapper, *gateway_command(), "serve", "--host", HOST, "--port", str(port),
+                               "--workers", str(workers)], workdir / f"gateway{workers}.log", env=env, cwd=ROOT)
     ready = proc.wait_ready(lambda: get(port, "/health", timeout=1.0)[0] == 200, timeout=timeout)
     return proc, ready
 
@@ -407,8 +412,8 @@ def calls(page_size: int) -> dict[tuple[str, str], Call]:
     }
     out = {}
     for scenario in SCENARIOS:
-        out[scenario, "direct"] = out[scenario, "nginx"] = out[scenario, "bare"] = native[scenario]
-        out[scenario, "gateway"] = gateway[scenario]
+        for path in PATHS:
+            out[scenario, path] = gateway[scenario] if path.startswith("gateway") else native[scenario]
     return out
 
 
@@ -419,7 +424,7 @@ def check_answer(scenario: str, path: str, status: int, raw: bytes, page_size: i
     if status != expected:
         raise RuntimeError(f"{where}: status {status}, expected {expected}: {raw[:500]!r}")
     body = json.loads(raw)
-    if path != "gateway":
+    if not path.startswith("gateway"):
         if body.get("success") is not True:
             raise RuntimeError(f"{where}: not a Formation success envelope: {raw[:300]!r}")
         if scenario == "list":
@@ -578,12 +583,12 @@ def table(results: Results, high: int) -> str:
         for path in PATHS:
             hi, one = results.runs[scenario, path, high], results.runs[scenario, path, 1]
             direct_hi, direct_one = results.runs[scenario, "direct", high], results.runs[scenario, "direct", 1]
-            nginx_hi = results.runs[scenario, "nginx", high]
             ratio = added_p50 = added_p99 = "—"
             if path != "direct":
                 added_p50 = plus_ms(paired(one, direct_one, lambda r, d: p50(r) - p50(d)))
                 added_p99 = plus_ms(paired(hi, direct_hi, lambda r, d: p99(r) - p99(d)))
-            if path in ("bare", "gateway") and all(n.rps for n in nginx_hi):
+            nginx_hi = results.runs[scenario, REFERENCE[path], high] if path in REFERENCE else []
+            if nginx_hi and all(n.rps for n in nginx_hi):
                 ratio = f"{paired(hi, nginx_hi, lambda r, n: r.rps / n.rps):.3f}"
             cpus = [r.cpu_percent for r in hi if r.cpu_percent is not None]
             cpu = f"{statistics.median(cpus):.0f} %" if cpus else "—"
@@ -753,7 +758,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         ports = {path: free_port() for path in PATHS}
-        for prefix in ("upstream", "proxy"):
+        for prefix in ("upstream", "proxy", "proxy2"):
             (workdir / prefix).mkdir()
         upstream = start_nginx("upstream", nginx, workdir / "upstream",
                                upstream_conf(workdir / "upstream", ports["direct"], args.page_size), ports["direct"])
@@ -761,10 +766,16 @@ def main(argv: list[str] | None = None) -> int:
         proxy = start_nginx("nginx", nginx, workdir / "proxy",
                             proxy_conf(workdir / "proxy", ports["nginx"], ports["direct"]), ports["nginx"])
         started.append(proxy)
+        proxy2 = start_nginx("nginx2", nginx, workdir / "proxy2",
+                             proxy_conf(workdir / "proxy2", ports["nginx2"], ports["direct"]), ports["nginx2"],
+                             WORKERS["nginx2"])
+        started.append(proxy2)
         bare = start_bare(workdir, ports["bare"], ports["direct"])
         started.append(bare)
         gateway, ready = start_gateway(workdir, ports["gateway"], ports["direct"])
         started.append(gateway)
+        gateway2, _ = start_gateway(workdir, ports["gateway2"], ports["direct"], workers=WORKERS["gateway2"])
+        started.append(gateway2)
         results = Results(ready_seconds=ready, rss_ready_kib=proc_status(gateway.pid)["VmRSS"])
         when = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
 
@@ -776,7 +787,8 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"bench: {args.rounds} round(s) of {args.duration:g} s runs, {args.warmup:g} s warm-up, "
               f"concurrency {args.connections} and 1", file=sys.stderr, flush=True)
-        pids = {"direct": upstream.pid, "nginx": proxy.pid, "bare": bare.pid, "gateway": gateway.pid}
+        pids = {"direct": upstream.pid, "nginx": proxy.pid, "bare": bare.pid, "gateway": gateway.pid,
+                "nginx2": proxy2.pid, "gateway2": gateway2.pid}
         benchmark(args, wrk, workdir, ports, gateway, results, pids)
 
         high = args.connections
@@ -798,8 +810,8 @@ def main(argv: list[str] | None = None) -> int:
             "",
             f"{when}; {machine()}.",
             f"{versions(nginx, wrk)}.",
-            f"Gateway {gateway_revision()}; one `gateway serve` process (default log level, "
-            "no access log).",
+            f"Gateway {gateway_revision()}; `gateway serve` (default log level, no access log), one process, "
+            "and two workers for `gateway2`.",
             f"wrk: {args.rounds} round(s), each running every scenario through every path for {args.duration:g} s "
             f"at each concurrency (after {args.warmup:g} s of warm-up per path before the first); c={high} with "
             f"{min(args.threads, high)} threads, c=1 with 1; list pages of {args.page_size} records. Each figure is "
@@ -807,11 +819,14 @@ def main(argv: list[str] | None = None) -> int:
             "Paths: `direct` = wrk to the fake Formation (nginx serving static envelopes); `nginx` = an nginx "
             "plain `proxy_pass` in front of it; `bare` = the gateway's own server and upstream client passing "
             "the native call through untranslated (bench/bare.py); `gateway` = the unified API, translated to "
-            "that upstream.",
+            "that upstream; `nginx2` and `gateway2` = nginx and the gateway with two worker processes "
+            "(`worker_processes 2`, `gateway serve --workers 2`), compared with each other. wrk runs on the same "
+            "two cores.",
             f"Machine noise: processes other than this benchmark's used {results.other_cores:.2f} of "
             f"{os.cpu_count()} cores on average during the runs (1-minute load average {results.load[0]} before, "
             f"{results.load[1]} after); the hypervisor kept {results.steal:.1%} of the CPU time (steal).",
-            "Server CPU: the process answering wrk (for nginx, the proxy alone), 100 % = one core. Added latency: "
+            "Server CPU: the processes answering wrk (for nginx, the proxy's master and workers; for gateway2, the "
+            "supervisor and its workers), 100 % = one core. Added latency: "
             "that path's percentile minus direct's.",
             "",
             table(results, high),

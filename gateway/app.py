@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
-from . import auth, connections, idempotency, mapping, sandbox
+from . import auth, connections, idempotency, mapping, metrics, sandbox, tracing
 from .connections import ApiKeys, ConnectionEntry, Connections
 from .call import PREFIX
 from .cursor import Cursors
@@ -62,11 +62,12 @@ class App:
 
 
 def create_app(settings: Settings | None = None, environ: Mapping[str, str] = os.environ,
-               transport: httpx.AsyncBaseTransport | None = None) -> App:
+               transport: httpx.AsyncBaseTransport | None = None, metrics_dir: Path | None = None) -> App:
     """Load and check everything up front; raise ConfigError or MappingError on any problem.
 
     `transport`: send every upstream call through this httpx transport instead
-    of the network (the embedded sandbox does; so do the translation tests)."""
+    of the network (the embedded sandbox does; so do the translation tests).
+    `metrics_dir`: where the workers of `gateway serve --workers N` share their figures."""
     settings = settings or from_environ(environ)
     if settings.embedded:
         transport = transport or httpx.ASGITransport(app=sandbox.create_app())
@@ -76,6 +77,9 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] = os
     except (ValueError, OSError, sqlite3.Error) as exc:
         raise ConfigError(f"GATEWAY_STATE_URL: {exc}") from None
     keeper = auth.Keeper(store, upstream.exchange)
+    traces = tracing.start()  # None unless the OpenTelemetry SDK is installed and configured
+    if traces:
+        upstream.exchange = traces.client(upstream.exchange)
 
     def build(previous: Snapshot | None) -> Snapshot:
         providers = mapping.load_dirs(settings.mappings_dirs)
@@ -103,6 +107,7 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] = os
                               "the gateway needs at least one API key (comma-separated)")
         keys = settings.api_keys
     runtime = Runtime(build, watched)
+    figures = metrics.Metrics(runtime, metrics_dir)
     if settings.cursor_secret_is_random:
         log.info("GATEWAY_CURSOR_SECRET is not set: cursors are valid for this process only")
 
@@ -142,6 +147,14 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] = os
         return JSONResponse({"name": "gateway", "version": metadata.version("gateway"),
                              "python": platform.python_version()})
 
+    async def scrape(request: Request) -> Response:
+        """Metrics, in Prometheus' text exposition format; with several workers, their sum.
+        ---
+        responses:
+          "200": {description: OK, content: {text/plain: {schema: {type: string}}}}
+        """
+        return Response(figures.exposition(), media_type=metrics.CONTENT_TYPE)
+
     async def gateway_error(request: Request, exc: GatewayError) -> Response:
         return exc.response()
 
@@ -156,14 +169,18 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] = os
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        watching = asyncio.get_running_loop().create_task(runtime.watch())
+        loop = asyncio.get_running_loop()
+        watching, sharing = loop.create_task(runtime.watch()), loop.create_task(figures.share())
         yield
         watching.cancel()
+        sharing.cancel()
         await upstream.aclose()
         await store.aclose()
+        if traces:
+            traces.shutdown()
 
     # Each also with a trailing slash, answered in place (Starlette would redirect to the client's Host).
-    endpoints = {"/health": health, "/healthz": health, "/readyz": ready, "/version": version}
+    endpoints = {"/health": health, "/healthz": health, "/readyz": ready, "/version": version, "/metrics": scrape}
     docs = Docs(gateway.served(), endpoints)
     endpoints = endpoints | {"/openapi.json": docs.openapi, "/docs": docs.page}
     starlette = Starlette(
@@ -174,4 +191,4 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] = os
     )
     # Starlette's redirect to the other spelling of a path names the Host the client sent: an open redirect.
     starlette.router.redirect_slashes = False
-    return App(gateway, starlette)
+    return App(traces.server(gateway) if traces else gateway, starlette)

@@ -33,6 +33,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import msgspec
 
+from . import metrics
 from .errors import GatewayError, bad_gateway
 from .mapping import Provider
 from .settings import ConfigError
@@ -218,11 +219,13 @@ class OAuth2:
         # RFC 6749 6: without a new refresh token, the old one stays good.
         refresh = rotated if isinstance(rotated, str) and rotated else (self.tokens.refresh_token if self.tokens else None)
         log.info("%s: OAuth2 tokens refreshed (%s grant), valid %d s", self.name, self.grant, lifetime)
+        metrics.count("gateway_token_refreshes", self.name, self.provider.name, "ok")
         return Tokens(token, started + lifetime, lifetime, refresh, self.seed)
 
     def _refuse(self, why: str) -> GatewayError:
         log.error("%s: %s refused the connection's OAuth2 grant (%s); it must be authorized again, "
                   "then its credentials updated in the connections file", self.name, self.provider.name, why)
+        metrics.count("gateway_token_refreshes", self.name, self.provider.name, "refused")
         self.refused = GatewayError(
             502, "reauthorization_required",
             f"{self.provider.name} refused this connection's authorization; the customer must authorize it again",
@@ -231,6 +234,7 @@ class OAuth2:
 
     def _transient(self, why: str) -> GatewayError:
         log.warning("%s: OAuth2 refresh failed: %s", self.name, why)
+        metrics.count("gateway_token_refreshes", self.name, self.provider.name, "failed")
         self.pause_until = time.monotonic() + _TRANSIENT_PAUSE
         return _unavailable(self.provider, why)
 

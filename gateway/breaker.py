@@ -6,6 +6,7 @@ credentials or account never pauses another customer's calls."""
 import logging
 import time
 
+from . import metrics
 from .mapping import BreakerSpec
 
 log = logging.getLogger("gateway")
@@ -51,4 +52,5 @@ class Breaker:
             log.warning("%s: circuit open after %d failed call(s) in a row; calls are paused for %g s",
                         self.name, self.failures, self.spec.reset_after)
             self.opened_at = time.monotonic()
+            metrics.count("gateway_circuit_openings", self.name)
         self.probe_at = None

@@ -4,6 +4,7 @@ import argparse
 import gc
 import os
 import signal
+import socket
 import sys
 from importlib.metadata import version
 from pathlib import Path
@@ -17,13 +18,19 @@ LOG_LEVELS = ["critical", "error", "warning", "info", "debug"]
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from . import server
+    from . import server, workers
     from .app import create_app
     from .settings import from_environ
 
+    if args.workers > 1 and args.listen_fd is None:
+        return workers.supervise(args.workers, args.host, args.port, _worker_args(args), args.graceful_timeout)
+    sock = parent = None
+    if args.listen_fd is not None:  # a worker: its supervisor passes SIGHUP on as soon as the worker is up
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until then, the files it loads are the latest
+        sock, parent = socket.socket(fileno=args.listen_fd), os.getppid()
     try:
         settings = from_environ()
-        app = create_app(settings)
+        app = create_app(settings, metrics_dir=args.metrics_dir)
     except (ConfigError, mapping.MappingError) as exc:
         print(f"gateway: cannot start: {exc}", file=sys.stderr)
         return 2
@@ -38,12 +45,29 @@ def _serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _exit_ok)
     server.run(app, args.host, args.port, max_body_bytes=settings.max_body_bytes, graceful_timeout=args.graceful_timeout,
                keep_alive=args.keep_alive, request_timeout=args.request_timeout, send_timeout=args.send_timeout,
-               access_log=args.access_log)
+               access_log=args.access_log, sock=sock, parent=parent)
     return 0
+
+
+def _worker_args(args: argparse.Namespace) -> list[str]:
+    """`gateway serve`'s options as a worker of the supervisor gets them."""
+    return ["--host", args.host, "--port", str(args.port), "--log-level", args.log_level, "--log-format", args.log_format,
+            "--access-log" if args.access_log else "--no-access-log", "--graceful-timeout", str(args.graceful_timeout),
+            "--keep-alive", str(args.keep_alive), "--request-timeout", str(args.request_timeout),
+            "--send-timeout", str(args.send_timeout)]
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Each option's default shown, and the environment's settings as written."""
+
+
+def _workers(value: str) -> int:
+    from .workers import count
+
+    try:
+        return count(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number of at least 1, or auto, not {value!r}") from None
 
 
 def _exit_ok(signum: int, frame: object) -> None:
@@ -168,6 +192,11 @@ def _main(argv: list[str] | None) -> int:
                        help="answer 408 to a request that has not arrived whole this long after its first byte")
     serve.add_argument("--send-timeout", type=float, default=30.0, metavar="SECONDS",
                        help="close a client connection that has left its answers unread this long")
+    serve.add_argument("--workers", type=_workers, default=1, metavar="N",
+                       help="processes serving the port, each the whole gateway; `auto`: one per core")
+    # A worker's, from its supervisor (gateway/workers.py).
+    serve.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--metrics-dir", type=Path, help=argparse.SUPPRESS)
     serve.set_defaults(run=_serve)
 
     check = commands.add_parser("check", help="load and compile mapping files; exit non-zero on any error")

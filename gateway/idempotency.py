@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 import msgspec
 from starlette.responses import Response
 
+from . import metrics
 from .errors import GatewayError, bad_request, shutting_down, unprocessable
 from .store import Store, StoreUnavailable
 
@@ -115,6 +116,7 @@ class Once:
             if held.pending:
                 raise GatewayError(409, "idempotency_in_progress", "a request with this Idempotency-Key is still under way",
                                    {"Retry-After": "1"})
+            metrics.count("gateway_idempotency_replays")
             return Response(held.body, held.status, {**held.headers, REPLAYED_HEADER: "true"})
         try:
             response = await create()

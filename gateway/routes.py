@@ -9,12 +9,13 @@ gateway/records.py (retrieve, create) and gateway/listing.py (list).
 import asyncio
 import difflib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
-from . import logs
+from . import logs, metrics
 from .call import PREFIX, Call
 from .connections import ApiKeys, Connection
 from .errors import GatewayError, internal_error, shutting_down
@@ -44,6 +45,7 @@ class Gateway:
         """The ASGI app for every path under /accounting/: its own routing and
         error answers, without a framework's layers, as this is the hot path."""
         call = Call(scope, receive)
+        started, conn = time.monotonic(), None
         # The path as a template: ids stay out of the log.
         logs.note(path=f"{PREFIX}{call.object}/{{id}}" if call.id else call.path)
         try:
@@ -65,6 +67,7 @@ class Gateway:
             log.exception("unexpected error on %s %s", call.method, call.path)
             response = internal_error().response()
         await response(scope, receive, send)
+        metrics.served(call, conn, response.status_code, started)
 
     def _route(self, call: Call) -> Handler:
         if not call.object or call.nested:

@@ -16,9 +16,11 @@ JSON error. No TLS, no HTTP/2, no WebSockets: it serves a sidecar port.
 import asyncio
 import itertools
 import logging
+import os
 import re
 import secrets
 import signal
+import socket
 import time
 from collections import deque
 from email.utils import formatdate
@@ -541,9 +543,14 @@ class _Lifespan:
 
 class Server:
     def __init__(self, app: ASGIApp, host: str, port: int, *, max_body_bytes: int, keep_alive: float = 5.0,
-                 request_timeout: float = 30.0, send_timeout: float = 30.0, access_log: bool = True):
+                 request_timeout: float = 30.0, send_timeout: float = 30.0, access_log: bool = True,
+                 sock: socket.socket | None = None, parent: int | None = None):
+        """`sock`: a listening socket to serve (a worker's, gateway/workers.py) rather than one bound here;
+        `parent`: the supervisor's pid; when it is gone, the server shuts down."""
         self.app = app
-        self.address = (host, port)
+        self.sock = sock
+        self.parent = parent
+        self.address = tuple(sock.getsockname()[:2]) if sock is not None else (host, port)
         self.max_body_bytes = max_body_bytes
         self.keep_alive = keep_alive  # an idle connection is closed after this
         self.request_timeout = request_timeout  # a request must arrive whole within this of its first byte
@@ -563,7 +570,10 @@ class Server:
             loop.add_signal_handler(signum, stop.set)
         lifespan = _Lifespan(self.app)
         await lifespan.startup()
-        listener = await loop.create_server(lambda: _Connection(self), *self.address, backlog=2048)
+        if self.sock is not None:
+            listener = await loop.create_server(lambda: _Connection(self), sock=self.sock, backlog=2048)
+        else:
+            listener = await loop.create_server(lambda: _Connection(self), *self.address, backlog=2048)
         log.info("listening on http://%s:%d", *self.address)
         ticker = loop.create_task(self._tick(stop))
         await stop.wait()
@@ -590,6 +600,9 @@ class Server:
         while not stop.is_set():
             await asyncio.sleep(_TICK)
             self.clock.tick()
+            if self.parent is not None and os.getppid() != self.parent:
+                log.error("the supervisor has gone; shutting down")
+                stop.set()
             now = time.monotonic()
             for conn in list(self.connections):
                 conn.check_timeouts(now)

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from . import logs, transport
+from . import logs, metrics, transport
 from .connections import Connection
 from .errors import GatewayError, bad_gateway, from_provider
 from .mapping import Provider, RetrySpec
@@ -141,6 +141,7 @@ class Upstream:
             raise
         finally:
             state.in_flight -= 1
+            metrics.upstream(provider.name, started)
         logs.note(upstream_status=raw.status, upstream_ms=round((time.monotonic() - started) * 1000, 3))
         if raw.status >= 500:
             breaker.failed()
@@ -170,6 +171,7 @@ class Upstream:
                 raw = await self.exchange(provider, request.method, url, request.query, headers, body)
             except TimedOut:
                 if _may_retry(request.method, attempt, policy.attempts, deadline, None, sent=True):
+                    metrics.retried(provider.name, "timeout")
                     await _backoff(policy, attempt, None)
                     continue
                 raise GatewayError(504, "upstream_timeout", f"{provider.name} did not answer in time",
@@ -177,6 +179,7 @@ class Upstream:
             except Unreachable as exc:
                 log.warning("%s: %s %s failed: %s", conn.name, request.method, request.path, exc)
                 if _may_retry(request.method, attempt, policy.attempts, deadline, None, sent=exc.sent):
+                    metrics.retried(provider.name, "unreachable")
                     await _backoff(policy, attempt, None)
                     continue
                 raise bad_gateway("upstream_unreachable", f"cannot reach {provider.name}: {exc}",
@@ -191,15 +194,18 @@ class Upstream:
                 replayed = True
                 credentials = await auth.renew(credentials)
                 headers.update(credentials)
+                metrics.retried(provider.name, "auth")
                 attempt -= 1
                 continue
             if raw.status in (429, 503):
                 pause = _retry_after_seconds(raw.retry_after)
                 # The provider refused before doing anything: safe for any method.
                 if _may_retry("GET", attempt, policy.attempts, deadline, pause, sent=True):
+                    metrics.retried(provider.name, "throttled")
                     await _backoff(policy, attempt, pause)
                     continue
             elif raw.status >= 500 and _may_retry(request.method, attempt, policy.attempts, deadline, None, sent=True):
+                metrics.retried(provider.name, "status_5xx")
                 await _backoff(policy, attempt, None)
                 continue
             return raw
