@@ -65,7 +65,7 @@ class Listing:
         next_page = steps.extract(conn, op.next, data, "the next page") if op.next else None
         if spec.style == "link" and next_page:
             try:
-                next_page = paging.link_query(str(next_page), conn.base_url, op.request(doc, conn.options).path)
+                next_page = paging.link_query(str(next_page), conn.base_url, op.request(doc, conn.request_options).path)
             except paging.LinkError as exc:
                 raise bad_gateway("upstream_unmappable", f"{conn.provider.name}: {exc}", provider=conn.provider.name) from None
         # `paging.count`: the provider records the page held, where `records` unnests them.

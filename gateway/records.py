@@ -46,7 +46,7 @@ class Records:
         remote_data = call.flag("remote_data")
         record_id = call.id
         doc = steps.document(call.query, conn, id=record_id)
-        op = next((o for o in steps.operations(conn, obj, "retrieve") if o.applies(doc, conn.options)), None)
+        op = steps.applying(conn, steps.operations(conn, obj, "retrieve"), doc)
         if op is None:
             raise GatewayError(404, "not_found", f"{record_id!r} is not an id of any {obj.name} kind {conn.provider.name} has")
         data = await steps.call(self.upstream, conn, op, doc)
@@ -73,7 +73,7 @@ class Records:
     async def _create(self, call: Call, conn: Connection, obj: UnifiedObject, ops: tuple[Operation, ...],
                       body: dict, remote_data: bool) -> Response:
         doc = steps.document(call.query, conn, body=body)
-        op = next((o for o in ops if o.applies(doc, conn.options)), None)
+        op = steps.applying(conn, ops, doc)
         if op is None:
             raise unprocessable("no_matching_operation", f"{conn.provider.name} has no way to create this {obj.name}; see its mapping's `when` conditions")
         ignored = list(dict.fromkeys(unknown_fields(body, obj.input) + op.ignored(body)))
