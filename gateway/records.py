@@ -17,7 +17,7 @@ from .call import Call
 from .connections import Connection
 from .errors import GatewayError, bad_request, unprocessable
 from .idempotency import Once
-from .models import UnifiedObject, unknown_fields
+from .models import Model, UnifiedObject, nested_models, unknown_fields
 from .operation import Operation
 from .upstream import Upstream
 
@@ -34,6 +34,29 @@ def _printable(path: str) -> str:
     # Field names come from the caller's JSON, but a header carries printable
     # ASCII only; failing here would fail a create that already happened upstream.
     return path.encode("unicode_escape").decode("ascii")
+
+
+def _type_errors(raw: dict, model: type[Model], at: str) -> list[dict[str, str]]:
+    """Every field of `raw` that does not fit `model`, each line item alone."""
+    out = []
+    nested = nested_models(model)
+    for name, value in raw.items():
+        inner = nested.get(name)
+        if inner is not None and isinstance(value, list) and all(isinstance(item, dict) for item in value):
+            for i, item in enumerate(value):
+                out += _type_errors(item, inner, f"{at}.{name}[{i}]")
+            continue
+        try:
+            msgspec.convert({name: value}, model)
+        except msgspec.ValidationError as exc:
+            out.append(_type_error(str(exc), at))
+    return out
+
+
+def _type_error(message: str, at: str) -> dict[str, str]:
+    reason, _, path = message.partition(" - at `")
+    path = at + path.rstrip("`")[1:] if path else at
+    return {"path": path, "message": f"{reason} - at `{path}`"}
 
 
 class Records:
@@ -127,7 +150,9 @@ class Records:
         try:
             msgspec.convert(body, obj.input)
         except msgspec.ValidationError as exc:
-            message = str(exc)
-            path = message.rsplit(" - at `", 1)[1].rstrip("`") if " - at `" in message else "$"
-            raise unprocessable("invalid_body", message, path=path) from None
+            # msgspec stops at the first error: each field alone finds the rest,
+            # so one answer names them all.
+            errors = _type_errors(body, obj.input, "$") or [_type_error(str(exc), "$")]
+            raise unprocessable("invalid_body", "; ".join(e["message"] for e in errors), path=errors[0]["path"],
+                                errors=errors) from None
         return body
