@@ -72,6 +72,7 @@ class CheckSpec(Spec):
     # other paths that may supply the value instead (a context key: a per-connection default)
     or_: list[str] = msgspec.field(default_factory=list, name="or")
     enum: list[Any] | None = None  # the only values the provider accepts
+    pattern: str | None = None  # a regular expression a string must match whole
     why: str = ""  # the provider's reason, told to the caller
 
 
@@ -490,6 +491,12 @@ def _check(spec: MappingFile, headers: dict[str, Any], objects: dict[str, "Provi
         for ops in obj.operations.values():
             for op in ops:
                 request_side += [(op.key, e, DOCUMENT) for e in (op.when, op.query, op.headers, op.body) if e is not None]
+                for part in ("query", "headers", "body"):
+                    expression = getattr(op, part)
+                    if expression is not None and any(name == "to_number" for name, _ in calls(expression)):
+                        raise ExpressionError(f"{op.key}.{part}", "to_number() gives null for what it cannot read, and the "
+                                                                  "provider would never see the field: use number() or "
+                                                                  "integer(), which refuse it with a 422 naming the field")
                 request_side += [(c.key, c.required, DOCUMENT) for c in op.checks if not isinstance(c.required, bool)]
                 for e in op.path:
                     if not isinstance(e, str):

@@ -206,7 +206,7 @@ class Check:
     mapping's `checks`): that it be there, maybe only when an expression holds,
     supplied by it or by one of its alternatives; that it be one of `enum`."""
 
-    __slots__ = ("key", "parts", "required", "alternatives", "enum", "why")
+    __slots__ = ("key", "parts", "required", "alternatives", "enum", "pattern", "why")
 
     def __init__(self, name: str, spec: "CheckSpec", key: str):
         self.key = key
@@ -215,6 +215,10 @@ class Check:
                          else spec.required)
         self.alternatives = [check_path(other, f"{key}.or") for other in spec.or_]
         self.enum = spec.enum
+        try:
+            self.pattern = re.compile(spec.pattern) if spec.pattern is not None else None
+        except re.error as exc:
+            raise ExpressionError(f"{key}.pattern", f"not a regular expression: {exc}") from None
         self.why = f" ({spec.why})" if spec.why else ""
 
     def run(self, op: Operation, doc: dict, options: Options) -> list[Violation]:
@@ -226,6 +230,11 @@ class Check:
                 if value is not None and value not in self.enum:
                     out.append(self._violation(f"{where}: {value!r} is not accepted here; accepted: "
                                                f"{', '.join(map(str, self.enum))}{self.why}", where, self.enum))
+        if self.pattern is not None:
+            for where, value in found:
+                if value is not None and not (isinstance(value, str) and self.pattern.fullmatch(value)):
+                    out.append(self._violation(f"{where}: {value!r} does not match {self.pattern.pattern}{self.why}",
+                                               where))
         if self.required is False or (self.required is not True
                                       and _is_false(op._search(self.required, doc, options, "checks"))):
             return out
