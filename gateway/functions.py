@@ -158,16 +158,17 @@ def number(value: Any, whole: bool = False) -> int | float:
     """A number, or a string that reads as one (JSON's syntax: no NaN, no "1_000")."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ConversionError(value, f"{value!r} is not a number")
+    read = value
     if isinstance(value, str):
         try:
-            value = msgspec.json.decode(value.strip().encode(), type=int | float)
+            read = msgspec.json.decode(value.strip().encode(), type=int | float)
         except (msgspec.DecodeError, msgspec.ValidationError):
             raise ConversionError(value, f"{value!r} is not a number") from None
     if whole:
-        if isinstance(value, float) and not value.is_integer():
+        if isinstance(read, float) and not read.is_integer():
             raise ConversionError(value, f"{value!r} is not a whole number")
-        return int(value)
-    return value
+        return int(read)
+    return read
 
 
 # ISO 4217's minor unit of each active currency: how many decimals its

@@ -190,10 +190,17 @@ def test_contacts(client: httpx.Client, shared: Path) -> None:
                             "$.field_mappings"}
 
 
-def test_a_validation_error_keeps_xeros_message(client: httpx.Client) -> None:
-    # An unknown status passes through untranslated; Prism refuses it with the
-    # spec's own 400 for createContacts, a ValidationException.
+def test_a_status_xero_does_not_know_is_refused_before_any_call(client: httpx.Client) -> None:
     body = answer(client.post("/accounting/contacts", json={"name": "Buzz Lightyear", "status": "Bogus"}), 422)
+    assert body["code"] == "invalid_request" and body["path"] == "$.status"
+    assert body["errors"][0]["accepted"] == ["Active", "Archived", "Deleted"]
+    assert "provider_status" not in body  # Xero was never asked
+
+
+def test_a_validation_error_keeps_xeros_message(client: httpx.Client) -> None:
+    # A currency code outside Xero's list passes through; Prism refuses it with
+    # the spec's own 400 for createContacts, a ValidationException.
+    body = answer(client.post("/accounting/contacts", json={"name": "Buzz Lightyear", "currency": "BOGUS"}), 422)
     assert body["code"] == "upstream_rejected" and body["provider"] == "xero"
     assert body["provider_status"] == 400 and body["provider_code"] == "ValidationException"
     assert body["provider_message"] == ("The contact name Buzz Lightyear is already assigned to another contact. "
