@@ -397,6 +397,11 @@ def test_invoices_and_the_payments_against_them(client: httpx.Client, fake: Fake
         [("Pump", 150, "11"), ("Installation", 100.5, "1")], "a line without an item takes the connection's default"
     raw = fake.store["Invoice"][invoice["id"]]
     assert raw["CustomerRef"]["value"] == "1" and raw["ClassRef"] == {"value": "1"} and raw["TxnDate"] == "2024-06-15"
+    # A tracking category of no kind would be dropped on the way: refused, before any call, naming it.
+    calls = len(fake.requests)
+    body = error(client.post("/accounting/invoices", json={"contact_id": "customer-1", "tracking_categories": ["1"]}),
+                 422, "invalid_request")
+    assert body["path"] == "$.tracking_categories[0]" and len(fake.requests) == calls
 
     payment = create(client, "payments", {"contact_id": "customer-1", "invoice_id": invoice["id"], "total_amount": 10000,
                                           "transaction_date": "2024-06-20T09:00:00Z", "account_id": "4", "currency": "USD"})
