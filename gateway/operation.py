@@ -121,7 +121,8 @@ class Operation:
             paths = _locate(doc, exc.value, self.consumed)
             if not paths:  # not the caller's value: the mapping converts what it made itself
                 raise MappingBug(f"{self.key}.{part}", exc.reason) from None
-            raise RequestRefused([Violation(f"{p}: {exc.reason}", path=p, accepted=exc.accepted) for p in paths]) from None
+            raise RequestRefused([Violation(f"{p}: {exc.reason}", path=p if p.startswith("$") else None,
+                                            accepted=exc.accepted) for p in paths]) from None
         except JMESPathTypeError as exc:
             # The body's typed fields are checked before: only free-form ones
             # (field_mappings) can hold a value of the wrong type.
@@ -260,32 +261,35 @@ class Check:
 
 
 def _locate(doc: dict, value: Any, consumed: set) -> list[str]:
-    """Where in the caller's body a value a function could not convert sits:
-    the paths the operation reads first, then any; a part of a string (split)
-    if no whole value matches."""
-    body = doc.get("body")
-    if value is None or not isinstance(body, (dict, list)):
+    """Where in the caller's request a value a function could not convert sits:
+    in the body, the paths the operation reads first, then any; a part of a
+    string (split) if no whole value matches; else the path's id or a query
+    parameter. None: the value is no caller's, but the mapping's own."""
+    if value is None:
         return []
     found: list[tuple[str, tuple, Any]] = []
 
     def walk(node: Any, where: str, pattern: tuple) -> None:
+        found.append((where, pattern, node))
         if isinstance(node, dict):
             for name, member in node.items():
                 walk(member, f"{where}.{name}", pattern + (name,))
         elif isinstance(node, list):
             for i, item in enumerate(node):
                 walk(item, f"{where}[{i}]", pattern + ("[]",))
-        else:
-            found.append((where, pattern, node))
 
-    walk(body, "$", ("body",))
+    if isinstance(doc.get("body"), dict):
+        for name, member in doc["body"].items():
+            walk(member, f"$.{name}", ("body", name))
     for same in (lambda v: type(v) is type(value) and v == value,
                  lambda v: isinstance(v, str) and isinstance(value, str) and value in v):
         matches = [(where, pattern) for where, pattern, v in found if same(v)]
         read = [where for where, pattern in matches if any(pattern[:len(p)] == p for p in consumed if len(p) > 1)]
         if read or matches:
             return read or [where for where, _ in matches]
-    return []
+    if doc.get("id") == value:
+        return ["id"]
+    return [f"query.{name}" for name, v in (doc.get("query") or {}).items() if v == value]
 
 
 def _compile_path(template: str, key: str) -> list:

@@ -303,3 +303,29 @@ def test_an_amount_whose_currency_nobody_names_is_refused_naming_the_field_and_t
                               headers={"x-api-key": API_KEY, "x-connection-token": provider})
     assert response.status_code == 422, response.text
     assert (response.json()["path"], response.json()["context_key"]) == ("$.currency", "currency")
+
+
+# -- freee's account items: what the unified account lacks, from field_mappings or the context ---------
+
+
+def test_a_freee_account_without_its_required_fields_names_each_field_and_context_key(providers) -> None:
+    # Panora's SDK empties field_mappings on the way out: what its user sends.
+    response = providers.post("/accounting/accounts", json={"name": "新しい勘定科目", "field_mappings": {}},
+                              headers={"x-api-key": API_KEY, "x-connection-token": "freee"})
+    assert response.status_code == 422, response.text
+    errors = response.json()["errors"]
+    assert [(e["path"], e["context_key"]) for e in errors] == [
+        ("$.field_mappings.tax_code", "account_tax_code"), ("$.field_mappings.group_name", "account_group_name"),
+        ("$.field_mappings.account_category_id", "account_category_id"),
+        ("$.field_mappings.corresponding_income_id", "account_corresponding_income_id"),
+        ("$.field_mappings.corresponding_expense_id", "account_corresponding_expense_id")]
+    assert "the connection's context key account_tax_code" in errors[0]["message"]
+
+
+def test_a_free_form_value_of_the_wrong_type_is_the_callers_422(providers) -> None:
+    fields = {"tax_code": [34], "group_name": "その他預金", "account_category_id": 1, "corresponding_income_id": 1,
+              "corresponding_expense_id": 1}
+    response = providers.post("/accounting/accounts", json={"name": "x", "field_mappings": fields},
+                              headers={"x-api-key": API_KEY, "x-connection-token": "freee"})
+    assert response.status_code == 422, response.text
+    assert response.json()["path"] == "$.field_mappings.tax_code"

@@ -31,6 +31,7 @@ from gateway.functions import Functions, multiply
 MAPPING = ROOT / "mappings" / "xero.yaml"
 API_KEY = "xero-test-key"
 TOKEN = "xero-test-connection"
+WITH_ACCOUNTS = "xero-test-connection-with-account-codes"
 ACCESS_TOKEN = "xero-test-access-token"
 TENANT_ID = "b2c885a9-4bb9-4a00-9b6e-6c2bf60b1a2b"
 
@@ -97,6 +98,20 @@ def gateway(prism, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
   context:
     tenant_id: "{TENANT_ID}"
     currency: NZD                        # the example organisation's base currency
+- token: {WITH_ACCOUNTS}
+  provider: xero
+  base_url: {prism.url}
+  token_url: {tokens.url}
+  credentials:
+    client_id: {CLIENT_ID}
+    client_secret: {CLIENT_SECRET}
+    refresh_token: {tokens.issue_refresh_token()}
+    access_token: ${{XERO_TEST_ACCESS_TOKEN}}
+    expires_at: "2099-01-01T00:00:00Z"
+  context:
+    tenant_id: "{TENANT_ID}"
+    currency: NZD
+    sales_account_code: "200"
 """, encoding="utf-8")
     server = clean_server(["serve"], {"GATEWAY_API_KEYS": API_KEY, "GATEWAY_CONNECTIONS": str(connections),
                                       "GATEWAY_MAPPINGS": str(mappings), "XERO_TEST_ACCESS_TOKEN": ACCESS_TOKEN})
@@ -274,6 +289,22 @@ def test_invoices(client: httpx.Client, shared: Path) -> None:
     assert "$.number" not in ignored and "$.line_items[0].value" not in ignored
 
 
+def test_an_approved_invoice_needs_an_account_code_on_its_lines(client: httpx.Client) -> None:
+    body = {"type": "Sales", "status": "Authorized", "contact_id": CONTACT, "issue_date": "2024-06-15T00:00:00Z",
+            "due_date": "2024-07-15T00:00:00Z", "line_items": [{"name": "Consulting", "value": 400}]}
+    refused = answer(client.post("/accounting/invoices", json=body), 422)
+    assert refused["code"] == "invalid_request" and refused["context_key"] == "sales_account_code"
+    assert "account code on each line" in refused["message"] and "provider_status" not in refused  # Xero never asked
+    # A draft may go without; a connection that names its sales account sends it on each line.
+    assert answer(client.post("/accounting/invoices", json={**body, "status": "Draft"}), 201)
+    approved = client.post("/accounting/invoices", json=body, headers={"x-connection-token": WITH_ACCOUNTS})
+    assert answer(approved, 201)["id"] == "ed255415-e141-4150-aab7-89c3bbbb851c"
+    # Approved without a due date: refused too, naming the field.
+    undated = answer(client.post("/accounting/invoices", json={**body, "due_date": None},
+                                 headers={"x-connection-token": WITH_ACCOUNTS}), 422)
+    assert undated["path"] == "$.due_date"
+
+
 def test_payments(client: httpx.Client, shared: Path) -> None:
     model = models.PaymentOutput
     records, first = listed(client, "payments", model)
@@ -361,7 +392,7 @@ def test_credit_notes_and_vendor_credits(client: httpx.Client) -> None:
     credits, first = listed(client, "vendorcredits", models.VendorCreditOutput, limit=1)
     assert [(c.id, c.vendor, float(c.total_amount), c.currency) for c in credits] == [
         (SUPPLIER_CREDIT, "430fa14a-f945-44d3-9f97-5df5e28441b8", 46.0, "NZD")]
-    assert first["next_cursor"], "a full page of one"
+    assert first["next_cursor"] is None, "full, but Xero's only page"
 
     # The spec's one credit note example (Prism's answer to any id) is a customer's:
     # no vendor credit, so a 404 of the gateway's own, after Prism accepted the call.
