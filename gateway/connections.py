@@ -55,7 +55,8 @@ class ConnectionState:
 
 
 class Connection:
-    __slots__ = ("entry", "name", "provider", "base_url", "headers", "context", "options", "scope", "state")
+    __slots__ = ("entry", "name", "provider", "base_url", "headers", "context", "options", "request_options", "scope",
+                 "state")
 
     def __init__(self, entry: ConnectionEntry, provider: Provider, where: str, keeper: auth.Keeper,
                  previous: "Connection | None" = None):
@@ -70,6 +71,9 @@ class Connection:
             raise ConfigError(f"{where}: base_url must be an http:// or https:// URL with a host")
         self.context = _fit_context(provider, entry.context, where)
         self.options = Options(custom_functions=Functions(provider.values, self.context))
+        # What renders a request refuses values its value maps do not hold; records are read leniently.
+        self.request_options = Options(custom_functions=Functions(provider.values, self.context, strict=True,
+                                                                  passthrough=provider.passthrough))
         self.headers: dict[str, str] = {}  # the mapping's own, from the context; the auth's come per call
         for name, expression in provider.headers.items():
             value = expression.search({"context": self.context}, options=self.options)

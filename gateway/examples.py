@@ -36,16 +36,17 @@ def check(provider: Provider) -> tuple[int, list[str]]:
 def _run(provider: Provider, op: Operation, example: ExampleSpec) -> list[str]:
     context = example.input.get("context", {})
     options = Options(custom_functions=Functions(provider.values, context))
+    strict = Options(custom_functions=Functions(provider.values, context, strict=True, passthrough=provider.passthrough))
     doc: dict[str, Any] = {"query": {}, "context": context, **example.input}
     if op.verb == "list":
         paging = op.spec.paging
         doc.setdefault("page", page_document(paging, Position(), min(50, paging.max_limit)))
     problems = []
     try:
-        if not op.applies(doc, options):
+        if not op.applies(doc, strict):
             problems.append("its input does not meet this alternative's `when`")
         if example.request is not None:
-            problems += _compare_request(example, op.request(doc, options))
+            problems += _compare_request(example, op.request(doc, strict))
         if example.response is not msgspec.UNSET:
             problems += _compare_output(op, example, options)
     except (TranslationError, UnifyError) as exc:

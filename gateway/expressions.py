@@ -300,6 +300,8 @@ class _Writer:
 
 def _source(template: Any, key: str) -> str:
     if isinstance(template, str):
+        if template.startswith("="):  # a literal string: `=ACCREC` is "ACCREC", no JMESPath quoting
+            return "`" + json.dumps(template[1:]).replace("`", "\\`") + "`"
         _parse(template, key)  # report the leaf, not the whole template
         return f"({template})"
     if isinstance(template, dict):

@@ -64,9 +64,10 @@ class Listing:
                               provider=conn.provider.name)
         total = steps.extract(conn, op.total, data, "the total") if op.total else None
         next_page = steps.extract(conn, op.next, data, "the next page") if op.next else None
+        more = steps.extract(conn, op.more, data, "whether more pages follow") if op.more else None
         if spec.style == "link" and next_page:
             try:
-                next_page = paging.link_query(str(next_page), conn.base_url, op.request(doc, conn.options).path)
+                next_page = paging.link_query(str(next_page), conn.base_url, op.request(doc, conn.request_options).path)
             except paging.LinkError as exc:
                 raise bad_gateway("upstream_unmappable", f"{conn.provider.name}: {exc}", provider=conn.provider.name) from None
         # `paging.count`: the provider records the page held, where `records` unnests them.
@@ -81,5 +82,5 @@ class Listing:
             skip = paging.skipped(spec, position, size)
             records = records[skip:skip + size]
             served, rest = len(records), max(0, count - skip - size)
-        after = paging.following(spec, position, count, size, total, next_page, len(sources), served, rest)
+        after = paging.following(spec, position, count, size, total, next_page, len(sources), served, rest, more)
         return op, records, after, paging.previous(spec, position, size)

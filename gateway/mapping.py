@@ -7,6 +7,7 @@ provider request and how provider records become unified ones. The README's
 
 import difflib
 import re
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,9 +18,9 @@ import yaml
 # libyaml's loader where PyYAML has it: several times faster, and start-up is measured.
 SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-from .expressions import ExpressionError, calls, compile_expression, context_reads, reads
+from .expressions import ExpressionError, calls, compile_expression, compile_template, context_reads, reads
 from .functions import Functions
-from .models import OBJECTS
+from .models import OBJECTS, Model
 from .operation import Operation
 from .unify import Unifier
 
@@ -55,6 +56,24 @@ class PagingSpec(Spec):
     # offset, page styles: how many provider records the page held, where `records`
     # unnests them (e.g. the payments inside a page of invoices); default: the records' count
     count: str | None = None
+    # offset, page styles: whether the provider has records after this page
+    # (`has_more`), so a last full page costs no call; null: judged by the count
+    more: str | None = None
+
+
+class CheckSpec(Spec):
+    """What the provider needs of one value of the request document, checked
+    before any call; a request that fails is a 422 naming the field or the
+    context key to set. Keyed by the value's path: `body.currency`,
+    `body.line_items[].value` (each element), `context.tax_code`."""
+
+    # true, or an expression over the request document: required when it is true
+    required: bool | str = False
+    # other paths that may supply the value instead (a context key: a per-connection default)
+    or_: list[str] = msgspec.field(default_factory=list, name="or")
+    enum: list[Any] | None = None  # the only values the provider accepts
+    pattern: str | None = None  # a regular expression a string must match whole
+    why: str = ""  # the provider's reason, told to the caller
 
 
 class OperationSpec(Spec):
@@ -78,6 +97,7 @@ class OperationSpec(Spec):
     # Fields of the object's `unify` this operation's records read differently
     # (e.g. the kind of record a source lists), merged over the object's.
     unify: dict[str, Any] = {}
+    checks: dict[str, CheckSpec] = {}  # what the provider needs, checked before the call
     examples: list["ExampleSpec"] = []
 
 
@@ -170,6 +190,11 @@ class MappingFile(Spec):
     retries: RetrySpec = msgspec.field(default_factory=RetrySpec)
     breaker: BreakerSpec = msgspec.field(default_factory=BreakerSpec)
     values: dict[str, dict[str, Any]] = {}  # named value maps: unified -> provider
+    # value maps whose unknown values to_remote passes through as they are
+    # (the provider's own codes); any other refuses them with a 422
+    passthrough: list[str] = []
+    # named templates, used as a leaf `$name` wherever a template may be
+    fragments: dict[str, Any] = {}
     objects: dict[str, ObjectSpec] = {}
 
 
@@ -196,6 +221,7 @@ class Provider(msgspec.Struct):
     error_code: Any
     error_status: dict[str, int]
     values: dict[str, dict[str, Any]]
+    passthrough: frozenset[str]
     objects: dict[str, ProviderObject]
     limits: LimitsSpec
     retries: RetrySpec
@@ -314,9 +340,49 @@ def _failing_entry(raw: Any, entries: Any, message: str) -> Any:
         entries.update(saved)
 
 
+def _expand(template: Any, fragments: dict[str, Any], key: str, used: set[str], within: tuple = ()) -> Any:
+    """A template with each `$name` leaf replaced by the fragment of that name."""
+    if isinstance(template, str) and template.startswith("$"):
+        name = template[1:]
+        if name not in fragments:
+            known = f"{_near(name, fragments)}" if fragments else "; the file declares no `fragments`"
+            raise ExpressionError(key, f"unknown fragment {name!r}{known}")
+        if name in within:
+            raise ExpressionError(f"$.fragments.{within[0]}", f"the fragments {' -> '.join(within + (name,))} use each other")
+        used.add(name)
+        return _expand(fragments[name], fragments, key, used, within + (name,))
+    if isinstance(template, dict):
+        return {k: _expand(v, fragments, f"{key}.{k}", used, within) for k, v in template.items()}
+    if isinstance(template, list):
+        return [_expand(v, fragments, f"{key}[{i}]", used, within) for i, v in enumerate(template)]
+    return template
+
+
+def _expand_fragments(spec: MappingFile) -> list[str]:
+    """Fragments replaced in every template of the file; the unused ones, as warnings."""
+    used: set[str] = set()
+    for name, fragment in spec.fragments.items():
+        compile_template(_expand(fragment, spec.fragments, f"$.fragments.{name}", set(), (name,)), f"$.fragments.{name}")
+    for name, obj in spec.objects.items():
+        key = f"$.objects.{name}"
+        obj.unify = _expand(obj.unify, spec.fragments, f"{key}.unify", used)
+        for verb in ("create", "list", "retrieve"):
+            alternatives = getattr(obj, verb)
+            many = isinstance(alternatives, list)
+            for i, alt in enumerate(alternatives if many else [alternatives] if alternatives else []):
+                where = f"{key}.{verb}" + (f"[{i}]" if many else "")
+                for part in ("query", "headers", "body", "unify"):
+                    setattr(alt, part, _expand(getattr(alt, part), spec.fragments, f"{where}.{part}", used))
+    return [f"$.fragments.{name}: no template uses this fragment" for name in spec.fragments if name not in used]
+
+
 def _compile(spec: MappingFile, path: Path) -> Provider:
     if not spec.base_url.startswith(("http://", "https://")):
         raise ExpressionError("$.base_url", "must be an http:// or https:// URL")
+    unused_fragments = _expand_fragments(spec)
+    for i, name in enumerate(spec.passthrough):
+        if name not in spec.values:
+            raise ExpressionError(f"$.passthrough[{i}]", f"no value map named {name!r}{_near(name, spec.values) if spec.values else ''}")
     objects = {}
     for name, obj in spec.objects.items():
         key = f"$.objects.{name}"
@@ -340,11 +406,15 @@ def _compile(spec: MappingFile, path: Path) -> Provider:
             for i, alt in enumerate(alternatives):
                 where = f"{key}.{verb}" + (f"[{i}]" if len(alternatives) > 1 else "")
                 unifier = Unifier({**obj.unify, **alt.unify}, unified.output, f"{where}.unify" if alt.unify else f"{key}.unify")
-                compiled.append(Operation(alt, verb, where, unifier))
+                op = Operation(alt, verb, where, unifier)
+                for check in op.checks:
+                    for parts in (check.parts, *check.alternatives):
+                        _check_path(parts, unified.input if verb == "create" else None, spec.context, check.key)
+                compiled.append(op)
             operations[verb] = tuple(compiled)
         objects[name] = ProviderObject(operations)
     headers = {k: compile_expression(v, f"$.headers.{k}") for k, v in spec.headers.items()}
-    warnings = _check(spec, headers, objects)
+    warnings = _check(spec, headers, objects) + unused_fragments
     return Provider(
         name=spec.provider,
         base_url=spec.base_url.rstrip("/"),
@@ -355,6 +425,7 @@ def _compile(spec: MappingFile, path: Path) -> Provider:
         error_code=compile_expression(spec.errors.code, "$.errors.code") if spec.errors.code else None,
         error_status=spec.errors.status,
         values=spec.values,
+        passthrough=frozenset(spec.passthrough),
         objects=objects,
         limits=spec.limits,
         retries=spec.retries,
@@ -362,6 +433,40 @@ def _compile(spec: MappingFile, path: Path) -> Provider:
         source=path,
         warnings=warnings,
     )
+
+
+def _check_path(parts: tuple[str, ...], model: type[Model] | None, context: dict, key: str) -> None:
+    """A check's path names a field of the unified input, or a declared context key."""
+    if parts[0] == "context":
+        if len(parts) < 2 or parts[1] not in context:
+            name = parts[1] if len(parts) > 1 else ""
+            raise ExpressionError(key, f"context.{name} is not a key the mapping's `context` declares"
+                                       f"{_near(name, context) if context else ''}")
+        return
+    if parts[0] != "body":
+        return
+    if model is None:
+        raise ExpressionError(key, "only a create has a body to check")
+    for i, name in enumerate(parts[1:], 1):
+        if name == "[]":
+            continue
+        fields = {f.name: f.type for f in msgspec.structs.fields(model)}
+        if name not in fields:
+            raise ExpressionError(key, f"{'.'.join(parts[:i + 1])}: not a field of the unified {model.__name__}"
+                                       f"{_near(name, fields)}")
+        nested = [t for t in _types(fields[name]) if isinstance(t, type) and issubclass(t, Model)]
+        if not nested:
+            return  # a scalar, or free-form (field_mappings): nothing further to know
+        model = nested[0]
+
+
+def _types(kind: Any) -> list:
+    out, stack = [], [kind]
+    while stack:
+        kind = stack.pop()
+        out.append(kind)
+        stack.extend(typing.get_args(kind))
+    return out
 
 
 # What a request-side expression reads: the request document's members, and a page's.
@@ -386,13 +491,20 @@ def _check(spec: MappingFile, headers: dict[str, Any], objects: dict[str, "Provi
         for ops in obj.operations.values():
             for op in ops:
                 request_side += [(op.key, e, DOCUMENT) for e in (op.when, op.query, op.headers, op.body) if e is not None]
+                for part in ("query", "headers", "body"):
+                    expression = getattr(op, part)
+                    if expression is not None and any(name == "to_number" for name, _ in calls(expression)):
+                        raise ExpressionError(f"{op.key}.{part}", "to_number() gives null for what it cannot read, and the "
+                                                                  "provider would never see the field: use number() or "
+                                                                  "integer(), which refuse it with a 422 naming the field")
+                request_side += [(c.key, c.required, DOCUMENT) for c in op.checks if not isinstance(c.required, bool)]
                 for e in op.path:
                     if not isinstance(e, str):
                         if not reads(e) - {()}:
                             raise ExpressionError(f"{op.key}.path", f"the placeholder {{{e.expression}}} reads nothing "
                                                                     "from the request: name a member, e.g. {id}")
                         request_side.append((f"{op.key}.path", e, DOCUMENT))
-                other += [(op.key, e) for e in (op.record, op.records, op.total, op.next, op.count) if e is not None]
+                other += [(op.key, e) for e in (op.record, op.records, op.total, op.next, op.count, op.more) if e is not None]
                 other.append((op.unifier.key, op.unifier.expression))
                 for path in reads(op.unifier.expression):
                     if path[:1] == ("context",):

@@ -481,7 +481,7 @@ def _field_names(model: type[Model]) -> frozenset[str]:
 
 
 @functools.cache
-def _nested(model: type[Model]) -> dict[str, type[Model]]:
+def nested_models(model: type[Model]) -> dict[str, type[Model]]:
     """Fields of `model` that hold further models (line items), by name."""
     out = {}
     for field in msgspec.structs.fields(model):
@@ -499,7 +499,7 @@ def unknown_fields(raw: dict[str, Any], model: type[Model], at: str = "$") -> li
 
     Panora accepts them, so they are no error; the caller is told instead."""
     known = _field_names(model)
-    nested = _nested(model)
+    nested = nested_models(model)
     if not nested and known.issuperset(raw):
         return []  # the common case, in one set operation
     out = [f"{at}.{name}" for name in raw if name not in known]

@@ -58,7 +58,19 @@ class Error(msgspec.Struct, kw_only=True):
     provider_message: str | msgspec.UnsetType = msgspec.UNSET
     operation: str | msgspec.UnsetType = msgspec.UNSET  # the operation a provider's mapping does not map (501)
     parameter: str | msgspec.UnsetType = msgspec.UNSET  # the query parameter refused (400)
-    path: str | msgspec.UnsetType = msgspec.UNSET  # where in the body it is invalid (422)
+    path: str | msgspec.UnsetType = msgspec.UNSET  # where in the body it is invalid (422): the first of `errors`
+    context_key: str | msgspec.UnsetType = msgspec.UNSET  # the connection's context key that would supply it (422)
+    errors: list["ErrorDetail"] | msgspec.UnsetType = msgspec.UNSET  # every fault of the request (422)
+    mapping: str | msgspec.UnsetType = msgspec.UNSET  # the mapping file and key that failed (500 mapping_error)
+
+
+class ErrorDetail(msgspec.Struct, kw_only=True):
+    """One fault of a request: a body field of the wrong type, or what the provider needs that it lacks."""
+
+    message: str
+    path: str | msgspec.UnsetType = msgspec.UNSET  # the unified field: $.line_items[0].value
+    context_key: str | msgspec.UnsetType = msgspec.UNSET  # or the connection's context key that supplies it
+    accepted: list[Any] | msgspec.UnsetType = msgspec.UNSET  # the values accepted there
 
 
 # What each route of gateway/routes.py does, keyed as Gateway.served() names them.
@@ -66,7 +78,7 @@ _KINDS = {("collection", "GET"): "list", ("collection", "POST"): "create", ("rec
 
 # The errors any operation may answer: a provider's own refusals keep their
 # status (gateway/errors.py), so a list too may be a 404 or a 409.
-_ERRORS = (400, 401, 404, 409, 422, 429, 501, 502, 503, 504)
+_ERRORS = (400, 401, 404, 409, 422, 429, 500, 501, 502, 503, 504)
 _CREATE_ERRORS = (413,)  # a body too large
 
 

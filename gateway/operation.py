@@ -2,6 +2,12 @@
 
 Everything here is pure: the request document goes in, an `UpstreamRequest`
 comes out; a decoded provider response goes in, records come out.
+
+What goes wrong on the way says whose it is: a request the provider cannot
+take (a check the mapping declares, a value no function can convert) is a
+`RequestRefused` naming the unified field or the context key to set; an
+expression that fails on a request it should serve is a `MappingBug` naming
+the mapping's key.
 """
 
 import re
@@ -10,14 +16,15 @@ from urllib.parse import quote
 
 import msgspec
 from jmespath import Options
-from jmespath.exceptions import JMESPathError
+from jmespath.exceptions import JMESPathError, JMESPathTypeError
 
-from .expressions import ExpressionError, compile_expression, compile_template, reads, strip_nulls
+from .expressions import ExpressionError, _is_false, compile_expression, compile_template, reads, strip_nulls
+from .functions import ConversionError
 from .ignored import Reach
 from .unify import page_decoder
 
 if TYPE_CHECKING:
-    from .mapping import OperationSpec
+    from .mapping import CheckSpec, OperationSpec
     from .unify import Unifier
 
 _SEGMENT = re.compile(r"\{([^{}]+)\}")
@@ -35,9 +42,36 @@ class TranslationError(ValueError):
     """The request cannot be put in the provider's terms (a 422 to the caller)."""
 
 
+class Violation(msgspec.Struct, omit_defaults=True):
+    """One thing the request cannot give the provider, and where it would come from."""
+
+    message: str
+    path: str | None = None  # the unified field: $.line_items[0].value
+    context_key: str | None = None  # or the connection's context key that supplies it
+    accepted: list | None = None  # an enum's values
+
+
+class RequestRefused(TranslationError):
+    """Every check the request fails, before any call (a 422 naming the fields)."""
+
+    def __init__(self, violations: list[Violation]):
+        super().__init__("; ".join(v.message for v in violations))
+        self.violations = violations
+
+
+class MappingBug(TranslationError):
+    """An expression failing on a request the mapping should serve: the mapping's
+    fault, not the caller's (a 500 naming the mapping's key)."""
+
+    def __init__(self, key: str, reason: str):
+        super().__init__(f"{key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
 class Operation:
     __slots__ = ("key", "verb", "spec", "unifier", "method", "when", "path", "query", "headers", "body",
-                 "record", "records", "total", "next", "count", "consumed", "reach", "page_decoder")
+                 "record", "records", "total", "next", "more", "count", "checks", "consumed", "reach", "page_decoder")
 
     def __init__(self, spec: "OperationSpec", verb: str, key: str, unifier: "Unifier"):
         self.key = key
@@ -55,23 +89,52 @@ class Operation:
         self.total = compile_expression(spec.total, f"{key}.total") if spec.total else None
         self.next = compile_expression(spec.paging.next, f"{key}.paging.next") if spec.paging.next else None
         self.count = compile_expression(spec.paging.count, f"{key}.paging.count") if spec.paging.count else None
-        self.page_decoder = (page_decoder(self.records, [e for e in (self.total, self.next, self.count) if e], unifier)
-                             if verb == "list" else None)
+        self.more = compile_expression(spec.paging.more, f"{key}.paging.more") if spec.paging.more else None
+        self.checks = [Check(name, check, f"{key}.checks.{name}") for name, check in spec.checks.items()]
+        paging = [e for e in (self.total, self.next, self.more, self.count) if e]
+        self.page_decoder = page_decoder(self.records, paging, unifier) if verb == "list" else None
         request_side = [e for e in (self.when, self.query, self.headers, self.body) if e is not None]
         request_side += [e for e in self.path if not isinstance(e, str)]
         self.consumed = set().union(*(reads(e) for e in request_side)) if request_side else set()
         self.reach = Reach.of(self.when, request_side[1:] if self.when is not None else request_side)
 
     def applies(self, doc: dict, options: Options) -> bool:
-        return self.when is None or bool(_search(self.when, doc, options))
+        return self.when is None or bool(self._search(self.when, doc, options, "when"))
+
+    def check(self, doc: dict, options: Options) -> None:
+        """The mapping's checks, all of them: one 422 names every field at fault."""
+        violations = [v for check in self.checks for v in check.run(self, doc, options)]
+        if violations:
+            raise RequestRefused(violations)
 
     def request(self, doc: dict, options: Options) -> UpstreamRequest:
-        path = "".join(part if isinstance(part, str) else _path_value(_search(part, doc, options), part)
+        self.check(doc, options)
+        path = "".join(part if isinstance(part, str) else _path_value(self._search(part, doc, options, "path"), part)
                        for part in self.path)
-        query = query_pairs(_search(self.query, doc, options)) if self.query else []
-        headers = {k: str(v) for k, v in strip_nulls(_search(self.headers, doc, options) or {}).items()} if self.headers else {}
-        body = strip_nulls(_search(self.body, doc, options)) if self.body else None
+        query = query_pairs(self._search(self.query, doc, options, "query")) if self.query else []
+        headers = ({k: str(v) for k, v in strip_nulls(self._search(self.headers, doc, options, "headers") or {}).items()}
+                   if self.headers else {})
+        body = strip_nulls(self._search(self.body, doc, options, "body")) if self.body else None
         return UpstreamRequest(self.method, path, query, headers, body)
+
+    def _search(self, expression, doc: dict, options: Options, part: str) -> Any:
+        try:
+            return expression.search(doc, options=options)
+        except ConversionError as exc:
+            paths = _locate(doc, exc.value, self.consumed)
+            if not paths:  # not the caller's value: the mapping converts what it made itself
+                raise MappingBug(f"{self.key}.{part}", exc.reason) from None
+            raise RequestRefused([Violation(f"{p}: {exc.reason}", path=p if p.startswith("$") else None,
+                                            accepted=exc.accepted) for p in paths]) from None
+        except JMESPathTypeError as exc:
+            # The body's typed fields are checked before: only free-form ones
+            # (field_mappings) can hold a value of the wrong type.
+            paths = [p for p in _locate(doc, exc.current_value, self.consumed) if p.startswith("$.field_mappings")]
+            if paths:
+                raise RequestRefused([Violation(f"{p}: {exc}", path=p) for p in paths]) from None
+            raise MappingBug(f"{self.key}.{part}", str(exc)) from None
+        except (JMESPathError, ValueError, TypeError, OverflowError) as exc:
+            raise MappingBug(f"{self.key}.{part}", str(exc)) from None
 
     def unify(self, record: Any, options: Options, remote_data: bool, body: dict | None = None) -> Any:
         output = self.unifier.unify(record, options, remote_data)
@@ -85,11 +148,130 @@ class Operation:
         return self.reach.ignored(doc, options)
 
 
-def _search(expression, doc: Any, options: Options) -> Any:
-    try:
-        return expression.search(doc, options=options)
-    except (JMESPathError, ValueError, TypeError, OverflowError) as exc:
-        raise TranslationError(f"{expression.expression}: {exc}") from None
+_CHECK_PATH = re.compile(r"^(body|context|query|id)((?:\.[A-Za-z_][A-Za-z0-9_]*|\[\])*)$")
+
+
+def check_path(text: str, key: str) -> tuple[str, ...]:
+    """`body.line_items[].value` -> ("body", "line_items", "[]", "value")."""
+    match = _CHECK_PATH.match(text)
+    if not match:
+        raise ExpressionError(key, f"{text!r} is not a path of the request document: body.NAME (.NAME or [] for "
+                                   "each element of a list, e.g. body.line_items[].value), context.KEY, query.NAME or id")
+    return (match.group(1), *re.findall(r"[A-Za-z_][A-Za-z0-9_]*|\[\]", match.group(2)))
+
+
+def _values_at(value: Any, parts: tuple[str, ...], where: str) -> list[tuple[str, Any]]:
+    """The values a check path names, each with where it sits ($.line_items[0].value);
+    a missing member is there as None, a missing list has no elements."""
+    if not parts:
+        return [(where, value)]
+    head, rest = parts[0], parts[1:]
+    if head == "[]":
+        items = value if isinstance(value, list) else []
+        return [found for i, item in enumerate(items) for found in _values_at(item, rest, f"{where}[{i}]")]
+    member = value.get(head) if isinstance(value, dict) else None
+    if member is None and "[]" in rest:
+        return []
+    return _values_at(member, rest, f"{where}.{head}")
+
+
+def _name(parts: tuple[str, ...]) -> str:
+    """How a caller reads a request document path: $.x for the body, the context key, query.x."""
+    if parts[0] == "body":
+        return "$" + "".join("[]" if p == "[]" else f".{p}" for p in parts[1:])
+    if parts[0] == "context":
+        return f"the connection's context key {'.'.join(parts[1:])}"
+    return ".".join(parts)
+
+
+class Check:
+    """What the provider needs of one value of the request document (the
+    mapping's `checks`): that it be there, maybe only when an expression holds,
+    supplied by it or by one of its alternatives; that it be one of `enum`."""
+
+    __slots__ = ("key", "parts", "required", "alternatives", "enum", "pattern", "why")
+
+    def __init__(self, name: str, spec: "CheckSpec", key: str):
+        self.key = key
+        self.parts = check_path(name, key)
+        self.required = (compile_expression(spec.required, f"{key}.required") if isinstance(spec.required, str)
+                         else spec.required)
+        self.alternatives = [check_path(other, f"{key}.or") for other in spec.or_]
+        self.enum = spec.enum
+        try:
+            self.pattern = re.compile(spec.pattern) if spec.pattern is not None else None
+        except re.error as exc:
+            raise ExpressionError(f"{key}.pattern", f"not a regular expression: {exc}") from None
+        self.why = f" ({spec.why})" if spec.why else ""
+
+    def run(self, op: Operation, doc: dict, options: Options) -> list[Violation]:
+        root = "$" if self.parts[0] == "body" else self.parts[0]
+        found = _values_at(doc.get(self.parts[0]), self.parts[1:], root)
+        out = []
+        if self.enum is not None:
+            for where, value in found:
+                if value is not None and value not in self.enum:
+                    out.append(self._violation(f"{where}: {value!r} is not accepted here; accepted: "
+                                               f"{', '.join(map(str, self.enum))}{self.why}", where, self.enum))
+        if self.pattern is not None:
+            for where, value in found:
+                if value is not None and not (isinstance(value, str) and self.pattern.fullmatch(value)):
+                    out.append(self._violation(f"{where}: {value!r} does not match {self.pattern.pattern}{self.why}",
+                                               where))
+        if self.required is False or (self.required is not True
+                                      and _is_false(op._search(self.required, doc, options, "checks"))):
+            return out
+        missing = [where for where, value in found if value is None or value == ""]
+        if not missing or self._supplied(doc):
+            return out
+        others = [_name(p) for p in self.alternatives]
+        for where in missing:
+            names = [where if root == "$" else _name(self.parts), *others]
+            out.append(self._violation(f"{' or '.join(names)} must be set{self.why}", where))
+        return out
+
+    def _supplied(self, doc: dict) -> bool:
+        for parts in self.alternatives:
+            if any(v is not None and v != "" for _, v in _values_at(doc.get(parts[0]), parts[1:], "")):
+                return True
+        return False
+
+    def _violation(self, message: str, where: str, accepted: list | None = None) -> Violation:
+        context = [p for p in (self.parts, *self.alternatives) if p[0] == "context"]
+        return Violation(message, path=where if where.startswith("$") else None,
+                         context_key=".".join(context[0][1:]) if context else None, accepted=accepted)
+
+
+def _locate(doc: dict, value: Any, consumed: set) -> list[str]:
+    """Where in the caller's request a value a function could not convert sits:
+    in the body, the paths the operation reads first, then any; a part of a
+    string (split) if no whole value matches; else the path's id or a query
+    parameter. None: the value is no caller's, but the mapping's own."""
+    if value is None:
+        return []
+    found: list[tuple[str, tuple, Any]] = []
+
+    def walk(node: Any, where: str, pattern: tuple) -> None:
+        found.append((where, pattern, node))
+        if isinstance(node, dict):
+            for name, member in node.items():
+                walk(member, f"{where}.{name}", pattern + (name,))
+        elif isinstance(node, list):
+            for i, item in enumerate(node):
+                walk(item, f"{where}[{i}]", pattern + ("[]",))
+
+    if isinstance(doc.get("body"), dict):
+        for name, member in doc["body"].items():
+            walk(member, f"$.{name}", ("body", name))
+    for same in (lambda v: type(v) is type(value) and v == value,
+                 lambda v: isinstance(v, str) and isinstance(value, str) and value in v):
+        matches = [(where, pattern) for where, pattern, v in found if same(v)]
+        read = [where for where, pattern in matches if any(pattern[:len(p)] == p for p in consumed if len(p) > 1)]
+        if read or matches:
+            return read or [where for where, _ in matches]
+    if doc.get("id") == value:
+        return ["id"]
+    return [f"query.{name}" for name, v in (doc.get("query") or {}).items() if v == value]
 
 
 def _compile_path(template: str, key: str) -> list:
@@ -107,7 +289,9 @@ def _compile_path(template: str, key: str) -> list:
 
 def _path_value(value: Any, expression) -> str:
     if value is None or value == "" or isinstance(value, (dict, list, bool)):
-        raise TranslationError(f"path parameter {expression.expression} has no usable value")
+        named = sorted(_name(p) for p in reads(expression) if p and p[0] in ("body", "context", "query"))
+        raise TranslationError(f"path parameter {expression.expression} has no usable value"
+                               + (f": set {' or '.join(named)}" if named else ""))
     text = str(value)
     if text in (".", ".."):
         raise TranslationError(f"path parameter {expression.expression} cannot be {text!r}")

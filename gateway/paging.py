@@ -47,12 +47,13 @@ def skipped(paging: PagingSpec, position: Position, size: int) -> int:
 
 
 def following(paging: PagingSpec, position: Position, count: int, size: int, total: Any, next_page: Any,
-              sources: int, served: int, rest: int) -> Position | None:
+              sources: int, served: int, rest: int, more: Any = None) -> Position | None:
     """Where the next unified page starts, or None at the end of the last source.
 
     `count`: the provider's records on the page; `served`: how many of them this
     unified page holds; `rest`: those after them that it could not (the provider
-    answered more than asked): the next page starts among them."""
+    answered more than asked): the next page starts among them; `more`: the
+    provider's own word on whether pages follow (`paging.more`), if it gave one."""
     offset, skip = position.offset + served, skipped(paging, position, size) + served
     if rest > 0:
         if paging.style == "page":
@@ -66,7 +67,13 @@ def following(paging: PagingSpec, position: Position, count: int, size: int, tot
     elif paging.style in ("offset", "page"):
         # An empty page ends the list even if a total says more: its cursor would not move.
         before = position.offset - skipped(paging, position, size)  # records of the pages before this one
-        if count > 0 and (before + count < total if isinstance(total, int) else count >= size):
+        if isinstance(more, bool):
+            maybe = more  # the provider says: a last full page costs no call
+        elif isinstance(total, int) and not isinstance(total, bool):
+            maybe = before + count < total
+        else:
+            maybe = count >= size
+        if count > 0 and maybe:
             if paging.style == "page" and (position.page is not None or count > size):
                 # The provider keeps pages of its own size: number them as it does.
                 return Position(position.source, offset, page=_page_at(position, size)[0] + 1)

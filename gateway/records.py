@@ -17,7 +17,7 @@ from .call import Call
 from .connections import Connection
 from .errors import GatewayError, bad_request, unprocessable
 from .idempotency import Once
-from .models import UnifiedObject, unknown_fields
+from .models import Model, UnifiedObject, nested_models, unknown_fields
 from .operation import Operation
 from .upstream import Upstream
 
@@ -36,6 +36,29 @@ def _printable(path: str) -> str:
     return path.encode("unicode_escape").decode("ascii")
 
 
+def _type_errors(raw: dict, model: type[Model], at: str) -> list[dict[str, str]]:
+    """Every field of `raw` that does not fit `model`, each line item alone."""
+    out = []
+    nested = nested_models(model)
+    for name, value in raw.items():
+        inner = nested.get(name)
+        if inner is not None and isinstance(value, list) and all(isinstance(item, dict) for item in value):
+            for i, item in enumerate(value):
+                out += _type_errors(item, inner, f"{at}.{name}[{i}]")
+            continue
+        try:
+            msgspec.convert({name: value}, model)
+        except msgspec.ValidationError as exc:
+            out.append(_type_error(str(exc), at))
+    return out
+
+
+def _type_error(message: str, at: str) -> dict[str, str]:
+    reason, _, path = message.partition(" - at `")
+    path = at + path.rstrip("`")[1:] if path else at
+    return {"path": path, "message": f"{reason} - at `{path}`"}
+
+
 class Records:
     def __init__(self, upstream: Upstream, once: Once, max_body_bytes: int):
         self.upstream = upstream
@@ -46,7 +69,7 @@ class Records:
         remote_data = call.flag("remote_data")
         record_id = call.id
         doc = steps.document(call.query, conn, id=record_id)
-        op = next((o for o in steps.operations(conn, obj, "retrieve") if o.applies(doc, conn.options)), None)
+        op = steps.applying(conn, steps.operations(conn, obj, "retrieve"), doc)
         if op is None:
             raise GatewayError(404, "not_found", f"{record_id!r} is not an id of any {obj.name} kind {conn.provider.name} has")
         data = await steps.call(self.upstream, conn, op, doc)
@@ -73,7 +96,7 @@ class Records:
     async def _create(self, call: Call, conn: Connection, obj: UnifiedObject, ops: tuple[Operation, ...],
                       body: dict, remote_data: bool) -> Response:
         doc = steps.document(call.query, conn, body=body)
-        op = next((o for o in ops if o.applies(doc, conn.options)), None)
+        op = steps.applying(conn, ops, doc)
         if op is None:
             raise unprocessable("no_matching_operation", f"{conn.provider.name} has no way to create this {obj.name}; see its mapping's `when` conditions")
         ignored = list(dict.fromkeys(unknown_fields(body, obj.input) + op.ignored(doc, conn.options)))
@@ -127,7 +150,9 @@ class Records:
         try:
             msgspec.convert(body, obj.input)
         except msgspec.ValidationError as exc:
-            message = str(exc)
-            path = message.rsplit(" - at `", 1)[1].rstrip("`") if " - at `" in message else "$"
-            raise unprocessable("invalid_body", message, path=path) from None
+            # msgspec stops at the first error: each field alone finds the rest,
+            # so one answer names them all.
+            errors = _type_errors(body, obj.input, "$") or [_type_error(str(exc), "$")]
+            raise unprocessable("invalid_body", "; ".join(e["message"] for e in errors), path=errors[0]["path"],
+                                errors=errors) from None
         return body

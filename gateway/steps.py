@@ -11,7 +11,7 @@ from starlette.responses import Response
 from .connections import Connection
 from .errors import GatewayError, bad_gateway, not_implemented, unprocessable
 from .models import UnifiedObject
-from .operation import Operation, TranslationError
+from .operation import MappingBug, Operation, RequestRefused, TranslationError
 from .unify import UnifyError
 from .upstream import Upstream
 
@@ -36,13 +36,37 @@ def document(query: dict[str, str], conn: Connection, **parts: Any) -> dict[str,
     return {"query": query, "context": conn.context, **parts}
 
 
+def applying(conn: Connection, ops: tuple[Operation, ...], doc: dict) -> Operation | None:
+    """The first alternative whose `when` holds for this request."""
+    try:
+        return next((o for o in ops if o.applies(doc, conn.request_options)), None)
+    except TranslationError as exc:
+        raise refused(conn, exc) from None
+
+
+def refused(conn: Connection, exc: TranslationError) -> GatewayError:
+    """Whose fault a request that cannot be translated is: the caller's (422,
+    naming each field or context key at fault), or the mapping's (500, naming it)."""
+    provider = conn.provider.name
+    if isinstance(exc, MappingBug):
+        where = f"{conn.provider.source.name}: {exc.key}"
+        log.error("%s: mapping %s fails on a request: %s", conn.name, where, exc.reason)
+        return GatewayError(500, "mapping_error", f"the {provider} mapping fails on this request ({where}): {exc.reason}",
+                            provider=provider, mapping=where)
+    if isinstance(exc, RequestRefused):
+        first = exc.violations[0]
+        return unprocessable("invalid_request", f"{provider} cannot take this request: {exc}", provider=provider,
+                             path=first.path, context_key=first.context_key,
+                             errors=[msgspec.to_builtins(v) for v in exc.violations])
+    return unprocessable("untranslatable", f"cannot translate the request for {provider}: {exc}", provider=provider)
+
+
 async def call(upstream: Upstream, conn: Connection, op: Operation, doc: dict, query: list | None = None,
                decoder: msgspec.json.Decoder | None = None) -> Any:
     try:
-        upstream_request = op.request(doc, conn.options)
+        upstream_request = op.request(doc, conn.request_options)
     except TranslationError as exc:
-        raise unprocessable("untranslatable", f"cannot translate the request for {conn.provider.name}: {exc}",
-                            provider=conn.provider.name) from None
+        raise refused(conn, exc) from None
     if query is not None:
         upstream_request.query = query
     return await upstream.send(conn, upstream_request, decoder)

@@ -17,7 +17,7 @@ from gateway.expressions import (ExpressionError, calls, compile_expression, com
                                  strip_nulls, whole_reads)
 from gateway.functions import Functions
 from gateway.mapping import OperationSpec
-from gateway.operation import Operation, TranslationError
+from gateway.operation import MappingBug, Operation, RequestRefused, TranslationError
 
 OPTIONS = jmespath.Options(custom_functions=Functions({"status": {"Active": "active"}}, {"company_id": "c-1"}))
 
@@ -369,10 +369,20 @@ def test_body_and_headers_lose_their_nulls():
     assert request.body == {"a": 1}
 
 
-def test_a_function_failing_on_the_request_is_a_translation_error():
+def test_a_value_a_function_cannot_convert_is_refused_naming_its_field():
     op = operation(path="/x", method="POST", body={"at": "from_iso(body.at, 'epoch')"})
-    with pytest.raises(TranslationError, match="from_iso"):
+    with pytest.raises(RequestRefused, match="not a date") as info:
         op.request({"body": {"at": "not a date"}}, OPTIONS)
+    assert [v.path for v in info.value.violations] == ["$.at"]
+
+
+def test_a_function_failing_on_what_the_caller_did_not_send_is_the_mappings_bug():
+    op = operation(path="/x", method="POST", body={"at": "from_iso(body.at, 'unix')", "n": "split(body.n, '-')"})
+    with pytest.raises(MappingBug) as info:
+        op.request({"body": {"at": "2024-01-01"}}, OPTIONS)
+    assert info.value.key.endswith(".body") and "unix" in info.value.reason
+    with pytest.raises(MappingBug, match="split"):
+        op.request({"body": {"n": 5}}, OPTIONS)  # a typed field of the wrong type only a mapping can meet
 
 
 def test_when_selects_an_alternative():

@@ -263,7 +263,8 @@ def test_an_invoice_of_an_unknown_type_is_not_guessed(client) -> None:
     response = client.post("/accounting/invoices", json={"type": "Credit Memo", "issue_date": "2024-06-15T00:00:00Z",
                                                          "total_amount": 100}, headers=H)
     assert response.status_code == 422, response.text
-    assert response.json()["code"] == "no_matching_operation"
+    assert response.json()["code"] == "invalid_request" and response.json()["path"] == "$.type"
+    assert response.json()["errors"][0]["accepted"] == ["Sales", "Purchase"]
 
 
 # -- (3) the contract: gateway + Prism on freee's spec --------------------------------
@@ -415,7 +416,13 @@ def test_contract_accounts(http: httpx.Client, shared: Path) -> None:
 def test_contract_invoices(http: httpx.Client, shared: Path) -> None:
     body = seed_input(shared, "003", "UnifiedAccountingInvoiceInput")
     assert body["type"] == "Sales" and body["line_items"]
-    body["contact_id"] = "201"  # a freee partner, not a Panora UUID
+    # As the seed has it, in dollars with a Panora UUID for a partner: freee
+    # keeps yen only and numbers its partners, so one 422 names both, before any call.
+    refused = answer(http.post("/accounting/invoices", json=body), 422)
+    assert refused["code"] == "invalid_request" and refused["provider"] == "freee"
+    assert [e["path"] for e in refused["errors"]] == ["$.currency", "$.contact_id"], refused
+    assert refused["errors"][0]["accepted"] == ["JPY"]
+    body.update(contact_id="201", currency="JPY")  # a freee partner; yen
     created, ignored = create(http, "invoices", body)
     subset(created, DEAL)
     assert "$.line_items[0].type" in ignored and "$.currency" in ignored
@@ -440,6 +447,12 @@ def test_contract_payments(http: httpx.Client, shared: Path) -> None:
     body = seed_input(shared, "002", "UnifiedAccountingPaymentInput")
     assert body["type"] == "Credit Card"
     body.update(invoice_id="101", account_id="103", contact_id="201")  # freee ids for the seed's UUIDs
+    assert body["currency"] == "USD" and body["total_amount"] == 10000
+    refused = answer(http.post("/accounting/payments", json=body), 422)  # not sent as ¥10,000
+    assert refused["path"] == "$.currency" and refused["errors"][0]["accepted"] == ["JPY"]
+    assert answer(http.post("/accounting/payments", json={**body, "currency": "JPY", "type": "Cheque"}), 422)["errors"][0][
+        "accepted"] == ["Bank Account", "Credit Card", "Cash", "Private Account"]  # a wallet type freee knows
+    body["currency"] = "JPY"
     created, ignored = create(http, "payments", body)
     subset(created, DEAL_PAYMENT)
     assert "$.contact_id" in ignored and "$.currency" in ignored  # a payment row has no partner of its own

@@ -8,7 +8,7 @@ import jmespath
 import pytest
 from jmespath.exceptions import JMESPathTypeError
 
-from gateway.functions import DATE_FORMATS, DateFormatError, Functions, from_iso, multiply, to_iso
+from gateway.functions import DATE_FORMATS, ConversionError, DateFormatError, Functions, from_iso, multiply, to_iso
 
 MAPS = {"contact_status": {"Active": "active", "Inactive": "inactive", "Archived": "archived"}}
 CONTEXT = {"company_id": "6650f1a2e4b0c8d9f0aa0001", "region": "eu", "retries": 3}
@@ -370,3 +370,87 @@ def test_jmespath_builtins_still_work_beside_the_custom_ones():
     assert search("to_string(`1`)") == "1"
     assert search("to_number('2.5')") == 2.5
 
+
+
+# -- minor units by currency (ISO 4217) ---------------------------------------------
+
+
+@pytest.mark.parametrize("units, currency, minor", [
+    (5000, "JPY", 5000),  # the yen has no minor unit
+    (50, "USD", 5000),
+    (0.07, "USD", 7),  # decimal, not binary floating point
+    (148062.76, "NZD", 14806276),
+    (5, "KWD", 5000),  # three decimals
+    (1.5, "BHD", 1500),
+    (1, "CLF", 10000),  # four
+    (-2.5, "EUR", -250),
+    (3.755, "USD", 375.5),  # more decimals than the currency has: kept, not rounded away
+])
+def test_to_minor_and_from_minor_follow_the_currencys_minor_unit(units, currency, minor):
+    assert search("to_minor(a, c)", {"a": units, "c": currency}) == minor
+    assert search("from_minor(m, c)", {"m": minor, "c": currency}) == units
+    assert isinstance(search("to_minor(a, c)", {"a": units, "c": currency}), type(minor))
+
+
+def test_the_same_minor_amount_is_a_different_sum_in_each_currency():
+    assert [search("from_minor(`5000`, c)", {"c": c}) for c in ("JPY", "USD", "KWD")] == [5000, 50, 5]
+
+
+@pytest.mark.parametrize("currency", ["XAU", "ZZZ", "usd", "", None])
+def test_a_currency_iso_4217_does_not_list_with_minor_units_is_refused_not_guessed(currency):
+    with pytest.raises(ConversionError) as info:
+        search("from_minor(`100`, c)", {"c": currency})
+    assert info.value.value == currency
+
+
+def test_minor_unit_functions_pass_null_amounts_through_and_read_numeric_strings():
+    assert search("to_minor(missing, 'USD')") is None
+    assert search("from_minor(missing, missing)") is None
+    assert search("from_minor('1050', 'USD')") == 10.5
+    with pytest.raises(ConversionError):
+        search("from_minor('ten', 'USD')")
+
+
+# -- number, integer: refuse what they cannot read ----------------------------------------
+
+
+@pytest.mark.parametrize("expression, value, expected", [
+    ("number(v)", "1.2", 1.2), ("number(v)", 3, 3), ("number(v)", " 7 ", 7), ("number(v)", "-0.5", -0.5),
+    ("integer(v)", "201", 201), ("integer(v)", 12.0, 12), ("number(v)", None, None), ("integer(v)", None, None),
+])
+def test_number_and_integer_read_numbers(expression, value, expected):
+    assert search(expression, {"v": value}) == expected
+
+
+@pytest.mark.parametrize("expression, value", [
+    ("number(v)", "801f9ede-c698-4e66-a7fc-48d19eebaa4f"), ("number(v)", ""), ("number(v)", "NaN"),
+    ("number(v)", "1_000"), ("integer(v)", "1.5"), ("integer(v)", 2.5), ("integer(v)", "tag-1"),
+])
+def test_number_and_integer_refuse_what_to_number_would_turn_into_null(expression, value):
+    with pytest.raises(ConversionError) as info:
+        search(expression, {"v": value})
+    assert info.value.value == value
+
+
+# -- to_remote in a request: a value the map does not hold is refused -----------------------
+
+
+def strict(expression: str, data: dict, passthrough=frozenset()):
+    options = jmespath.Options(custom_functions=Functions(MAPS, CONTEXT, strict=True, passthrough=passthrough))
+    return jmespath.search(expression, data, options=options)
+
+
+def test_a_strict_to_remote_refuses_an_unknown_value_listing_the_accepted_ones():
+    assert strict("to_remote(s, 'contact_status')", {"s": "Active"}) == "active"
+    assert strict("to_remote(s, 'contact_status')", {}) is None
+    with pytest.raises(ConversionError) as info:
+        strict("to_remote(s, 'contact_status')", {"s": "Suspended"})
+    assert info.value.value == "Suspended" and info.value.accepted == ["Active", "Inactive", "Archived"]
+    with pytest.raises(ConversionError):
+        strict("to_remote(s, `{\"A\": \"a\"}`)", {"s": "B"})  # inline maps too
+
+
+def test_a_passthrough_map_and_reading_backwards_stay_lenient():
+    assert strict("to_remote(s, 'contact_status')", {"s": "Suspended"}, frozenset({"contact_status"})) == "Suspended"
+    assert strict("to_unified(s, 'contact_status')", {"s": "suspended"}) == "suspended"
+    assert search("to_remote(s, 'contact_status')", {"s": "Suspended"}) == "Suspended"  # a record's values: lenient

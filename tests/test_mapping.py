@@ -8,12 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jmespath
 import pytest
 import yaml
 
 from gateway import cli, mapping
+from gateway.functions import Functions
 from gateway.mapping import MappingError
 from gateway.settings import bundled_mappings
+
+OPTIONS = jmespath.Options(custom_functions=Functions({"status": {"Active": "ACTIVE"}}, {}, strict=True))
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -444,9 +448,75 @@ def _set(path: str, value):
      "reads 'idd', which the request document does not hold"),
     ("objects.contacts.unify.name", "context.region", "$.objects.contacts.unify",
      "reads context.region, but unify reads a provider record: use context('region')"),
+    ("objects.contacts.create.body", {"n": "to_number(body.name)"}, "$.objects.contacts.create.body",
+     "to_number() gives null for what it cannot read"),
 ])
 def test_a_mistake_no_single_expression_shows_is_refused_at_load(tmp_path, path, value, key, reason):
     message = load_error(broken(tmp_path, _set(path, value)))
+    assert f": {key}: {reason}" in message, message
+
+
+def test_fragments_stand_in_for_templates_wherever_a_template_may_be(tmp_path):
+    def change(spec):
+        spec["fragments"] = {"display": "upper_name || name", "person": {"full_name": "body.name", "kind": "=person"}}
+        spec["objects"]["contacts"]["unify"]["name"] = "$display"
+        spec["objects"]["contacts"]["create"]["body"] = "$person"
+        spec["objects"]["contacts"]["create"]["examples"][0]["request"]["body"] = {"full_name": "Acme", "kind": "person"}
+    provider = mapping.load(broken(tmp_path, change))
+    create = provider.operations("contacts", "create")[0]
+    assert create.request({"body": {"name": "Acme"}}, OPTIONS).body == {"full_name": "Acme", "kind": "person"}
+    assert create.unify({"id": "1", "name": "a", "upper_name": "A"}, OPTIONS, False).name == "A"
+    assert provider.warnings == []
+
+
+def test_a_fragment_nobody_uses_is_a_warning(tmp_path):
+    provider = mapping.load(broken(tmp_path, _set("fragments", {"spare": "name"})))
+    assert provider.warnings == ["$.fragments.spare: no template uses this fragment"]
+
+
+@pytest.mark.parametrize("leaf, value", [("=ACCREC", "ACCREC"), ("=", ""), ("==x", "=x"), ("=it's \"quoted\" `x`", "it's \"quoted\" `x`"),
+                                         ("=Type==\"SPEND\"", 'Type=="SPEND"')])
+def test_a_literal_leaf_needs_no_inner_quotes(tmp_path, leaf, value):
+    provider = mapping.load(broken(tmp_path, _set("objects.contacts.list.query", {"where": leaf, "offset": "page.offset"})))
+    op = provider.operations("contacts", "list")[0]
+    assert op.request({"page": {"offset": 0}}, OPTIONS).query == [("where", value), ("offset", "0")]
+
+
+def _fragment_and_context(spec: dict) -> None:
+    """VALID with a fragment in use and a context key declared: what the cases below break."""
+    spec["context"] = {"region": {"description": "where"}}
+    spec["fragments"] = {"name": "name"}
+    spec["objects"]["contacts"]["unify"]["name"] = "$name"
+
+
+@pytest.mark.parametrize("path, value, key, reason", [
+    ("objects.contacts.unify.status", "$nam", "$.objects.contacts.unify.status", "unknown fragment 'nam'; did you mean 'name'?"),
+    ("objects.contacts.create.body", {"x": ["$nope"]}, "$.objects.contacts.create.body.x[0]",
+     "unknown fragment 'nope'; known: name"),
+    ("fragments", {"name": {"a": "$loop"}, "loop": {"b": "$name"}}, "$.fragments.name",
+     "the fragments name -> loop -> name use each other"),
+    ("fragments.name", "nam(e", "$.fragments.name", "bad JMESPath expression"),
+    ("passthrough", ["statuz"], "$.passthrough[0]", "no value map named 'statuz'; did you mean 'status'?"),
+    ("objects.contacts.create.checks", {"body.nmae": {"required": True}}, "$.objects.contacts.create.checks.body.nmae",
+     "body.nmae: not a field of the unified ContactInput; did you mean 'name'?"),
+    ("objects.contacts.create.checks", {"context.regoin": {"required": True}},
+     "$.objects.contacts.create.checks.context.regoin", "context.regoin is not a key the mapping's `context` declares"),
+    ("objects.contacts.create.checks", {"body.name": {"or": ["context.nope"]}},
+     "$.objects.contacts.create.checks.body.name", "context.nope is not a key"),
+    ("objects.contacts.create.checks", {"body.name": {"required": "bdoy.name"}},
+     "$.objects.contacts.create.checks.body.name", "reads 'bdoy', which the request document does not hold"),
+    ("objects.contacts.create.checks", {"body.name": {"pattern": "("}}, "$.objects.contacts.create.checks.body.name.pattern",
+     "not a regular expression"),
+    ("objects.contacts.create.checks", {"body.name.": {"required": True}}, "$.objects.contacts.create.checks.body.name.",
+     "'body.name.' is not a path of the request document"),
+    ("objects.contacts.list.checks", {"body.name": {"required": True}}, "$.objects.contacts.list.checks.body.name",
+     "only a create has a body to check"),
+])
+def test_a_mistake_in_fragments_and_checks_is_refused_at_load(tmp_path, path, value, key, reason):
+    def change(spec):
+        _fragment_and_context(spec)
+        _set(path, value)(spec)
+    message = load_error(broken(tmp_path, change))
     assert f": {key}: {reason}" in message, message
 
 
@@ -459,8 +529,8 @@ def test_a_value_map_nobody_uses_is_a_warning(tmp_path):
 
 
 def test_a_read_through_an_expression_reference_is_the_elements_not_the_document(tmp_path):
-    """`map(&to_number(@), body.ids)` reads body.ids; `@` there is each id, not the whole body."""
-    provider = mapping.load(broken(tmp_path, _set("objects.contacts.create.body", {"ids": "map(&to_number(@), body.ids)"})))
+    """`map(&integer(@), body.ids)` reads body.ids; `@` there is each id, not the whole body."""
+    provider = mapping.load(broken(tmp_path, _set("objects.contacts.create.body", {"ids": "map(&integer(@), body.ids)"})))
     create = provider.operations("contacts", "create")[0]
     assert create.ignored({"body": {"ids": ["1"], "name": "Acme"}}) == ["$.name"]
 

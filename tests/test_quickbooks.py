@@ -69,6 +69,7 @@ def write_connections(directory: Path, base_url: str, tokens: FakeTokens) -> Pat
   base_url: {base_url}
 {credentials('${QBO_E2E_ACCESS_TOKEN}')}  context:
     realm_id: "{REALM}"
+    currency: USD
     default_item_id: "1"
     default_expense_account_id: "13"
 - token: {EXPIRED}
@@ -355,9 +356,18 @@ def test_accounts(client: httpx.Client, fake: FakeQuickBooks) -> None:
     assert child["type"] == "Expense" and child["classification"] == "Expense" and child["parent_account"] == "29"
 
     error(client.post("/accounting/accounts", json={"name": "Petty Cash E2E", "type": "Bank"}), 409, "upstream_rejected")
+    # Values QuickBooks does not know are refused before any call, naming the field and what it takes.
+    calls = len(fake.requests)
     body = error(client.post("/accounting/accounts", json={"name": "Oddity", "type": "Current Thing"}), 422,
-                 "upstream_rejected")
-    assert body["provider_code"] == "2170"
+                 "invalid_request")
+    assert body["path"] == "$.type" and "Other Current Asset" in body["errors"][0]["accepted"]
+    body = error(client.post("/accounting/accounts", json={"name": "Oddity", "type": "Bank", "status": "Archived"}),
+                 422, "invalid_request")
+    assert body["path"] == "$.status" and body["errors"][0]["accepted"] == ["Active", "Inactive"]
+    assert len(fake.requests) == calls
+    # The unified name of a type QuickBooks calls otherwise is its QuickBooks type.
+    revenue = create(client, "accounts", {"name": "Consulting Revenue E2E", "type": "Revenue"})
+    assert fake.store["Account"][revenue["id"]]["AccountType"] == "Income" and revenue["classification"] == "Revenue"
     error(client.post("/accounting/accounts", json={"name": "Orphan", "type": "Bank", "parent_account": "4040"}), 422,
           "upstream_rejected")
 
@@ -389,6 +399,11 @@ def test_invoices_and_the_payments_against_them(client: httpx.Client, fake: Fake
         [("Pump", 150, "11"), ("Installation", 100.5, "1")], "a line without an item takes the connection's default"
     raw = fake.store["Invoice"][invoice["id"]]
     assert raw["CustomerRef"]["value"] == "1" and raw["ClassRef"] == {"value": "1"} and raw["TxnDate"] == "2024-06-15"
+    # A tracking category of no kind would be dropped on the way: refused, before any call, naming it.
+    calls = len(fake.requests)
+    body = error(client.post("/accounting/invoices", json={"contact_id": "customer-1", "tracking_categories": ["1"]}),
+                 422, "invalid_request")
+    assert body["path"] == "$.tracking_categories[0]" and len(fake.requests) == calls
 
     payment = create(client, "payments", {"contact_id": "customer-1", "invoice_id": invoice["id"], "total_amount": 10000,
                                           "transaction_date": "2024-06-20T09:00:00Z", "account_id": "4", "currency": "USD"})

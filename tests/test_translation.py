@@ -741,6 +741,17 @@ def test_wrong_body_types_are_422_naming_the_field(ledger_client, path, body, fi
     assert field in out["message"]
 
 
+def test_a_body_with_several_type_errors_names_them_all_in_one_422(ledger_client):
+    body = {"number": 7, "issue_date": "next tuesday", "contact_id": "c1",
+            "line_items": [{"value": "ten"}, {"name": "ok", "value": 1}, {"name": ["b"], "remote_id": 3}]}
+    out = assert_error(ledger_client.post("/accounting/invoices", headers=LEDGER_H, json=body), 422, "invalid_body")
+    paths = ["$.number", "$.issue_date", "$.line_items[0].value", "$.line_items[2].name", "$.line_items[2].remote_id"]
+    assert [e["path"] for e in out["errors"]] == paths
+    assert out["path"] == "$.number"
+    for path, error in zip(paths, out["errors"]):
+        assert error["message"].endswith(f"at `{path}`") and path in out["message"]
+
+
 @pytest.mark.parametrize("content", [b"[1, 2]", b'"text"', b"42", b"null", b"true"])
 def test_a_body_that_is_not_an_object_is_422(client, content):
     out = assert_error(client.post("/accounting/contacts", headers={**H, "content-type": "application/json"},

@@ -31,6 +31,7 @@ from gateway.functions import Functions, multiply
 MAPPING = ROOT / "mappings" / "xero.yaml"
 API_KEY = "xero-test-key"
 TOKEN = "xero-test-connection"
+WITH_ACCOUNTS = "xero-test-connection-with-account-codes"
 ACCESS_TOKEN = "xero-test-access-token"
 TENANT_ID = "b2c885a9-4bb9-4a00-9b6e-6c2bf60b1a2b"
 
@@ -96,6 +97,21 @@ def gateway(prism, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
     expires_at: "2099-01-01T00:00:00Z"   # valid: the token endpoint is never asked
   context:
     tenant_id: "{TENANT_ID}"
+    currency: NZD                        # the example organisation's base currency
+- token: {WITH_ACCOUNTS}
+  provider: xero
+  base_url: {prism.url}
+  token_url: {tokens.url}
+  credentials:
+    client_id: {CLIENT_ID}
+    client_secret: {CLIENT_SECRET}
+    refresh_token: {tokens.issue_refresh_token()}
+    access_token: ${{XERO_TEST_ACCESS_TOKEN}}
+    expires_at: "2099-01-01T00:00:00Z"
+  context:
+    tenant_id: "{TENANT_ID}"
+    currency: NZD
+    sales_account_code: "200"
 """, encoding="utf-8")
     server = clean_server(["serve"], {"GATEWAY_API_KEYS": API_KEY, "GATEWAY_CONNECTIONS": str(connections),
                                       "GATEWAY_MAPPINGS": str(mappings), "XERO_TEST_ACCESS_TOKEN": ACCESS_TOKEN})
@@ -190,10 +206,17 @@ def test_contacts(client: httpx.Client, shared: Path) -> None:
                             "$.field_mappings"}
 
 
-def test_a_validation_error_keeps_xeros_message(client: httpx.Client) -> None:
-    # An unknown status passes through untranslated; Prism refuses it with the
-    # spec's own 400 for createContacts, a ValidationException.
+def test_a_status_xero_does_not_know_is_refused_before_any_call(client: httpx.Client) -> None:
     body = answer(client.post("/accounting/contacts", json={"name": "Buzz Lightyear", "status": "Bogus"}), 422)
+    assert body["code"] == "invalid_request" and body["path"] == "$.status"
+    assert body["errors"][0]["accepted"] == ["Active", "Archived", "Deleted"]
+    assert "provider_status" not in body  # Xero was never asked
+
+
+def test_a_validation_error_keeps_xeros_message(client: httpx.Client) -> None:
+    # A currency code outside Xero's list passes through; Prism refuses it with
+    # the spec's own 400 for createContacts, a ValidationException.
+    body = answer(client.post("/accounting/contacts", json={"name": "Buzz Lightyear", "currency": "BOGUS"}), 422)
     assert body["code"] == "upstream_rejected" and body["provider"] == "xero"
     assert body["provider_status"] == 400 and body["provider_code"] == "ValidationException"
     assert body["provider_message"] == ("The contact name Buzz Lightyear is already assigned to another contact. "
@@ -266,6 +289,22 @@ def test_invoices(client: httpx.Client, shared: Path) -> None:
     assert "$.number" not in ignored and "$.line_items[0].value" not in ignored
 
 
+def test_an_approved_invoice_needs_an_account_code_on_its_lines(client: httpx.Client) -> None:
+    body = {"type": "Sales", "status": "Authorized", "contact_id": CONTACT, "issue_date": "2024-06-15T00:00:00Z",
+            "due_date": "2024-07-15T00:00:00Z", "line_items": [{"name": "Consulting", "value": 400}]}
+    refused = answer(client.post("/accounting/invoices", json=body), 422)
+    assert refused["code"] == "invalid_request" and refused["context_key"] == "sales_account_code"
+    assert "account code on each line" in refused["message"] and "provider_status" not in refused  # Xero never asked
+    # A draft may go without; a connection that names its sales account sends it on each line.
+    assert answer(client.post("/accounting/invoices", json={**body, "status": "Draft"}), 201)
+    approved = client.post("/accounting/invoices", json=body, headers={"x-connection-token": WITH_ACCOUNTS})
+    assert answer(approved, 201)["id"] == "ed255415-e141-4150-aab7-89c3bbbb851c"
+    # Approved without a due date: refused too, naming the field.
+    undated = answer(client.post("/accounting/invoices", json={**body, "due_date": None},
+                                 headers={"x-connection-token": WITH_ACCOUNTS}), 422)
+    assert undated["path"] == "$.due_date"
+
+
 def test_payments(client: httpx.Client, shared: Path) -> None:
     model = models.PaymentOutput
     records, first = listed(client, "payments", model)
@@ -287,7 +326,8 @@ def test_payments(client: httpx.Client, shared: Path) -> None:
     assert (made.id, made.total_amount, made.invoice_id, made.type) == (
         "61ed71fc-01bf-4eb8-8419-8a18789ff45f", 100, "c7c37b83-ac95-45ea-88ba-8ad83a5f22fe", "ACCRECPAYMENT")
     # The invoice decides the contact and the currency; Xero sets the payment type.
-    assert {"$.contact_id", "$.currency", "$.type", "$.line_items"} <= set(ignored)
+    assert {"$.contact_id", "$.type", "$.line_items"} <= set(ignored)
+    assert "$.currency" not in ignored  # it says what total_amount's minor units are
 
 
 def test_tax_rates(client: httpx.Client) -> None:
@@ -340,7 +380,10 @@ def test_credit_notes_and_vendor_credits(client: httpx.Client) -> None:
     notes, first = listed(client, "creditnotes", models.CreditNoteOutput)
     assert [(n.id, n.number, n.status, n.total_amount, n.remaining_credit, n.payments) for n in notes] == [
         (CUSTOMER_CREDIT, "CN-0005", "Authorized", 34.5, 32.5, ["6b037c9b-2e5d-4905-84d3-eabfb3438242"])]
-    assert second_page(client, "creditnotes", models.CreditNoteOutput)
+    # A page of one, full; but Xero's pagination says it is the only page (pageCount 1):
+    # the list ends there, with no call for an empty page after it.
+    one, page = listed(client, "creditnotes", models.CreditNoteOutput, limit=1)
+    assert [n.id for n in one] == [CUSTOMER_CREDIT] and page["next_cursor"] is None
     note = retrieved(client, "creditnotes", CUSTOMER_CREDIT, models.CreditNoteOutput)
     assert (note.contact_id, note.currency, note.transaction_date.isoformat()) == (
         "430fa14a-f945-44d3-9f97-5df5e28441b8", "NZD", "2019-03-05T00:00:00+00:00")
@@ -349,7 +392,7 @@ def test_credit_notes_and_vendor_credits(client: httpx.Client) -> None:
     credits, first = listed(client, "vendorcredits", models.VendorCreditOutput, limit=1)
     assert [(c.id, c.vendor, float(c.total_amount), c.currency) for c in credits] == [
         (SUPPLIER_CREDIT, "430fa14a-f945-44d3-9f97-5df5e28441b8", 46.0, "NZD")]
-    assert first["next_cursor"], "a full page of one"
+    assert first["next_cursor"] is None, "full, but Xero's only page"
 
     # The spec's one credit note example (Prism's answer to any id) is a customer's:
     # no vendor credit, so a 404 of the gateway's own, after Prism accepted the call.
