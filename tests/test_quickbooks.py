@@ -461,6 +461,8 @@ def test_a_purchase_invoice_is_a_bill(client: httpx.Client, fake: FakeQuickBooks
     assert ids(listed) == [r["Id"] for r in by_id(fake.store["Invoice"])] + \
         [f"bill-{r['Id']}" for r in by_id(fake.store["Bill"])], "every invoice, then every bill"
     error(client.get("/accounting/invoices/bill-77777"), 404, "not_found")
+    error(client.post("/accounting/payments", json={"contact_id": "customer-1", "invoice_id": bill["id"],
+                                                    "total_amount": 500}), 422, "no_matching_operation")
 
     # A bill comes from a vendor; a type QuickBooks has no document for is no sales invoice either.
     before = len(fake.requests)
@@ -489,8 +491,10 @@ def test_a_line_without_an_item_and_no_default_item_is_refused_before_any_call(g
                     "line_items": [{"name": "Pump", "value": 15, "parent_item": "11"}, {"name": "Labour", "value": 40}]}
             error(bare.post("/accounting/invoices", json=body), 422, "no_matching_operation")
         assert len(fake.requests) == before, "QuickBooks would book the itemless line's amount to nothing"
-        body["line_items"][1]["parent_item"] = "1"
-        assert create(bare, "invoices", body)["total_amount"] == 55
+        body["line_items"][1].update(parent_item="1", type="Labour")
+        response = bare.post("/accounting/invoices", json=body)
+        assert unified("invoices", answer(response, 201))["total_amount"] == 55
+        assert response.headers["x-gateway-ignored-fields"] == "$.line_items[1].type", "checking lines carries none"
 
 
 # -- journal entries, purchase orders, expenses --------------------------------------------------------------
