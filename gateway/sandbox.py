@@ -1,8 +1,10 @@
 """An in-memory fake of Formation's contacts API, kept to its documented contract.
 
 It backs the embedded default (so the quickstart needs no network) and the
-tests. It checks the API key, required fields and the company, pages with
-skip/limit and answers in Formation's envelopes.
+tests. It checks the API key and required fields, pages with skip/limit and
+answers in Formation's envelopes. Any company id names a company (a demo
+knows no customers): contacts are kept and listed per company, and COMPANY_ID
+is the one the embedded default's connection names.
 """
 
 import itertools
@@ -56,7 +58,7 @@ def _validate(body: Any) -> str | None:
     return None
 
 
-def create_app(api_key: str = API_KEY, companies: tuple[str, ...] = (COMPANY_ID,)) -> Starlette:
+def create_app(api_key: str = API_KEY) -> Starlette:
     contacts: dict[str, dict] = {}  # insertion order is the list order
     ids = (f"{n:024x}" for n in itertools.count(0x64B8F1A2E4B0C8D9F0000001))
 
@@ -77,8 +79,6 @@ def create_app(api_key: str = API_KEY, companies: tuple[str, ...] = (COMPANY_ID,
             return _fail(400, "INVALID_REQUEST", "the body is not valid JSON", "Invalid request")
         if problem := _validate(body):
             return _fail(400, "VALIDATION_FAILED", problem, "Invalid request")
-        if body["company_id"] not in companies:
-            return _fail(404, "COMPANY_NOT_FOUND", f"company {body['company_id']} not found", "Company not found")
         now = int(time.time())
         contact = {
             "id": next(ids), "created_at": now, "updated_at": now,
@@ -98,8 +98,6 @@ def create_app(api_key: str = API_KEY, companies: tuple[str, ...] = (COMPANY_ID,
         company = request.query_params.get("company_id")
         if not company:
             return _fail(400, "INVALID_REQUEST", "company_id is required", "Invalid request")
-        if company not in companies:
-            return _fail(404, "COMPANY_NOT_FOUND", f"company {company} not found", "Company not found")
         try:
             skip = int(request.query_params.get("skip", "0"))
             limit = int(request.query_params.get("limit", "10"))

@@ -51,7 +51,7 @@ PACIFIC = timezone(timedelta(hours=-7))
 
 # Path segment -> entity name, for every entity this fake serves.
 ENTITIES = {name.lower(): name for name in (
-    "Customer", "Vendor", "Account", "Invoice", "Payment", "JournalEntry", "PurchaseOrder", "Purchase", "Item",
+    "Customer", "Vendor", "Account", "Invoice", "Bill", "Payment", "JournalEntry", "PurchaseOrder", "Purchase", "Item",
     "TaxRate", "Class", "Department", "CompanyInfo", "CreditMemo", "VendorCredit", "Attachable")}
 NAME_LISTS = {"Customer", "Vendor", "Account", "Item", "Class", "Department"}
 
@@ -81,6 +81,8 @@ FIELDS = {
     "Invoice": _COMMON | _TXN | {"CustomerRef", "CustomerMemo", "BillAddr", "ShipAddr", "SalesTermRef", "DueDate",
                                  "BillEmail", "EmailStatus", "PrintStatus", "AllowOnlinePayment", "Deposit",
                                  "DepositToAccountRef", "ApplyTaxAfterDiscount", "ShipDate", "TrackingNum"},
+    # A Bill takes a class on its lines only.
+    "Bill": (_COMMON | _TXN | {"VendorRef", "APAccountRef", "SalesTermRef", "DueDate", "Balance"}) - {"ClassRef"},
     "Payment": _COMMON | {"TxnDate", "PrivateNote", "Line", "CustomerRef", "DepositToAccountRef", "PaymentMethodRef",
                           "PaymentRefNum", "TotalAmt", "CurrencyRef", "ExchangeRate", "ProcessPayment", "ARAccountRef"},
     "JournalEntry": _COMMON | _TXN | {"Adjustment"},
@@ -93,6 +95,7 @@ LINE_TYPES = {
     "Invoice": {"SalesItemLineDetail", "DescriptionOnly", "DiscountLineDetail", "SubTotalLineDetail", "GroupLineDetail"},
     "JournalEntry": {"JournalEntryLineDetail"},
     "PurchaseOrder": {"ItemBasedExpenseLineDetail", "AccountBasedExpenseLineDetail"},
+    "Bill": {"ItemBasedExpenseLineDetail", "AccountBasedExpenseLineDetail"},
     "Purchase": {"ItemBasedExpenseLineDetail", "AccountBasedExpenseLineDetail"},
 }
 
@@ -278,7 +281,31 @@ def _seed() -> dict[str, dict[str, dict]]:
                                     "AttachableRef": [{"IncludeOnSend": False, "EntityRef": {"type": "Account", "value": "35"}}],
                                     "SyncToken": "0", "MetaData": _meta("2015-11-17T11:05:15-08:00")},
         },
-        "Invoice": {}, "Payment": {}, "JournalEntry": {}, "PurchaseOrder": {}, "Purchase": {},
+        "Bill": {}, "Invoice": {
+            # Voided: QuickBooks keeps it, its amounts zeroed and "Voided" put before its PrivateNote.
+            "129": {"Id": "129", "DocNumber": "1036", "TxnDate": "2014-09-19", "PrivateNote": "Voided - Spring order",
+                    "CustomerRef": {"value": "1", "name": "Amy's Bird Sanctuary"}, "CurrencyRef": usd,
+                    "Line": [{"Id": "1", "LineNum": 1, "Description": "Pump", "Amount": 0, "DetailType": "SalesItemLineDetail",
+                              "SalesItemLineDetail": {"ItemRef": {"value": "11", "name": "Pump"}, "UnitPrice": 15, "Qty": 0}},
+                             {"Amount": 0, "DetailType": "SubTotalLineDetail", "SubTotalLineDetail": {}}],
+                    "TxnTaxDetail": {"TotalTax": 0}, "TotalAmt": 0, "Balance": 0, "LinkedTxn": [],
+                    "SyncToken": "1", "MetaData": _meta("2014-09-19T13:16:17-07:00", "2014-09-20T09:00:00-07:00")},
+            # A bundle: its group line holds the component lines.
+            "130": {"Id": "130", "DocNumber": "1037", "TxnDate": "2015-07-24",
+                    "CustomerRef": {"value": "2", "name": "Bill's Windsurf Shop"}, "CurrencyRef": usd,
+                    "Line": [{"Id": "1", "LineNum": 1, "Amount": 50.0, "DetailType": "SalesItemLineDetail",
+                              "SalesItemLineDetail": {"ItemRef": {"value": "1", "name": "Services"}}},
+                             {"Id": "2", "LineNum": 2, "Description": "Pump kit", "Amount": 45.0,
+                              "DetailType": "GroupLineDetail",
+                              "GroupLineDetail": {"GroupItemRef": {"value": "19", "name": "Pump kit"}, "Quantity": 1, "Line": [
+                                  {"Id": "3", "Amount": 30.0, "DetailType": "SalesItemLineDetail",
+                                   "SalesItemLineDetail": {"ItemRef": {"value": "11", "name": "Pump"}, "Qty": 2}},
+                                  {"Id": "4", "Amount": 15.0, "DetailType": "SalesItemLineDetail",
+                                   "SalesItemLineDetail": {"ItemRef": {"value": "1", "name": "Services"}, "Qty": 1}}]}},
+                             {"Amount": 95.0, "DetailType": "SubTotalLineDetail", "SubTotalLineDetail": {}}],
+                    "TxnTaxDetail": {"TotalTax": 0}, "TotalAmt": 95.0, "Balance": 95.0, "LinkedTxn": [],
+                    "SyncToken": "0", "MetaData": _meta("2015-07-24T10:00:00-07:00")},
+        }, "Payment": {}, "JournalEntry": {}, "PurchaseOrder": {}, "Purchase": {},
     }
 
 
@@ -591,7 +618,7 @@ class FakeQuickBooks:
         if number is not None and any(r.get("DocNumber") == number for r in self.store[entity].values()):
             raise Fault("6140", "Duplicate Document Number Error",
                         "Duplicate Document Number Error : You must specify a different number. This number has already been used.")
-        if number is None and entity != "Purchase":
+        if number is None and entity not in ("Purchase", "Bill"):  # QuickBooks numbers neither
             record["DocNumber"] = str(1001 + len(self.store[entity]))
         if "ExchangeRate" in record:
             _number(record["ExchangeRate"], "ExchangeRate")
@@ -712,6 +739,19 @@ class FakeQuickBooks:
         self._exists("Account", record, "APAccountRef")
         self._name_ref("Vendor", record, "VendorRef")
         record["TotalAmt"] = total
+        return record
+
+    def _new_bill(self, record: dict) -> dict:
+        self._exists("Vendor", record, "VendorRef", required=True)
+        lines = self._txn("Bill", record)
+        for line in lines:
+            self._exists("Class", line[line["DetailType"]], "ClassRef")
+        total = self._expense_lines(lines)
+        record.setdefault("APAccountRef", {"value": "33", "name": "Accounts Payable (A/P)"})
+        self._exists("Account", record, "APAccountRef")
+        self._name_ref("Vendor", record, "VendorRef")
+        due = record.get("DueDate") or (date.fromisoformat(record["TxnDate"]) + timedelta(days=30)).isoformat()
+        record.update({"DueDate": due, "TotalAmt": total, "Balance": total, "LinkedTxn": []})
         return record
 
     def _new_purchase(self, record: dict) -> dict:

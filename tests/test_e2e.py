@@ -168,13 +168,14 @@ def test_create_the_seed_contact(client: httpx.Client, formation_sandbox: Server
     assert raw["type"] == "vendor" and raw["status"] == "active" and raw["billing"] == {"tax_id": "123456789"}
 
 
-def test_the_seed_contact_verbatim_names_a_company_formation_lacks(client: httpx.Client, shared: Path) -> None:
+def test_the_seed_contact_verbatim_is_created_in_the_company_it_names(client: httpx.Client,
+                                                                       formation_sandbox: Server, shared: Path) -> None:
     seed_input = contact_input(shared)
     assert seed_input["company_info_id"] != sandbox.COMPANY_ID
-    response = client.post("/accounting/contacts", json=seed_input)
-    body = answer(response, 422)
-    assert body["provider"] == "formation" and body["provider_code"] == "COMPANY_NOT_FOUND"
-    assert seed_input["company_info_id"] in body["message"]
+    created = answer(client.post("/accounting/contacts", json=seed_input), 201)
+    assert created["company_info_id"] == seed_input["company_info_id"], "the sandbox takes any company id"
+    # Kept in that company: the connection's own company does not list it.
+    assert created["id"] not in [c["id"] for c in sandbox_contacts(formation_sandbox.url)]
 
 
 def test_list_every_page(client: httpx.Client, formation_sandbox: Server) -> None:

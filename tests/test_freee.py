@@ -152,6 +152,49 @@ def test_payments_page_by_deals_not_by_payments(client, httpx_mock) -> None:
         assert sent.headers["authorization"] == f"Bearer {ACCESS_TOKEN}"
 
 
+def test_profit_and_loss_accounts_are_revenue_or_expense(client, httpx_mock) -> None:
+    """freee's category hierarchy, from the top (大分類): 損益 says neither; the levels below do."""
+    httpx_mock.add_response(url=f"{FREEE}/api/1/account_items?company_id={COMPANY_ID}", json={"account_items": [
+        {"id": 1, "name": "売上高", "account_category": "売上高", "categories": ["損益", "営業損益", "売上高"]},
+        {"id": 2, "name": "仕入高", "account_category": "売上原価", "categories": ["損益", "営業損益", "売上原価"]},
+        {"id": 3, "name": "通信費", "account_category": "販売管理費", "categories": ["損益", "営業損益", "販売管理費"]},
+        {"id": 4, "name": "雑収入", "account_category": "営業外収益", "categories": ["損益", "営業外損益", "営業外収益"]},
+        {"id": 5, "name": "支払利息", "account_category": "営業外費用", "categories": ["損益", "営業外損益", "営業外費用"]},
+        {"id": 6, "name": "普通預金", "account_category": "現金・預金", "categories": ["資産", "流動資産", "現金・預金"]},
+        {"id": 7, "name": "資本金", "account_category": "資本金", "categories": ["純資産", "株主資本", "資本金"]},
+        {"id": 8, "name": "謎", "account_category": "謎", "categories": ["損益", "謎"]}]})
+    response = client.get("/accounting/accounts", headers=H)
+    assert response.status_code == 200, response.text
+    assert [a["classification"] for a in response.json()["data"]] == [
+        "Revenue", "Expense", "Expense", "Revenue", "Expense", "Asset", "Equity", None]
+
+
+def test_a_payment_is_sent_with_an_account_item_only_where_freee_takes_one(client, httpx_mock) -> None:
+    """freee's from_walletable_id is a 口座 id, or an account item id for private_account_item only."""
+    body = {"invoice_id": "101", "transaction_date": "2024-06-15T00:00:00Z", "total_amount": 500, "account_id": "160"}
+    for kind in ("Bank Account", "Credit Card", "Cash"):
+        refused = client.post("/accounting/payments", json={**body, "type": kind}, headers=H)
+        assert refused.status_code == 422 and refused.json()["code"] == "invalid_request", refused.text
+        assert refused.json()["path"] == "$.type" and refused.json()["errors"][0]["accepted"] == ["Private Account"]
+    assert httpx_mock.get_requests() == [], "an account item id is never sent as a 口座 id"
+
+    httpx_mock.add_response(method="POST", url=f"{FREEE}/api/1/deals/101/payments", json={"deal": deal(101, [
+        {"id": 7, "date": "2024-06-15", "from_walletable_type": "private_account_item", "from_walletable_id": 160,
+         "amount": 500}])})
+    made = client.post("/accounting/payments", json={**body, "type": "Private Account"}, headers=H)
+    assert made.status_code == 201, made.text
+    assert made.json()["account_id"] == "160" and made.json()["type"] == "Private Account"
+    sent = json.loads(httpx_mock.get_requests()[0].content)
+    assert sent["from_walletable_type"] == "private_account_item" and sent["from_walletable_id"] == 160
+
+
+def test_a_payments_walletable_is_not_read_as_its_account(client, httpx_mock) -> None:
+    httpx_mock.add_response(url=deals_url(0, 50), json={"deals": [deal(1, [payment(11)])], "meta": {"total_count": 1}})
+    page = client.get("/accounting/payments", params={"remote_data": "true"}, headers=H).json()
+    assert page["data"][0]["account_id"] is None and page["data"][0]["type"] == "Cash"
+    assert page["data"][0]["remote_data"]["from_walletable_id"] == 3, "the 口座 stays in remote_data"
+
+
 NESTED_MAPPING = """\
 provider: nested
 base_url: https://nested.test
@@ -367,7 +410,7 @@ DEAL = {"id": "101", "remote_id": "101", "type": "Sales", "number": "123-456", "
         "line_items": [{"name": "備考", "value": 5250, "type": None, "parent_item": None, "remote_id": "11",
                         "remote_generated_at": None, "company_info_id": None}]}
 DEAL_PAYMENT = {"id": "202", "remote_id": "202", "invoice_id": "101", "contact_id": "201",
-                "transaction_date": "2019-12-17T00:00:00Z", "total_amount": 5250, "account_id": "103",
+                "transaction_date": "2019-12-17T00:00:00Z", "total_amount": 5250, "account_id": None,
                 "type": "Bank Account", "currency": "JPY", "company_info_id": "1"}
 
 
@@ -448,11 +491,11 @@ def test_contract_payments(http: httpx.Client, shared: Path) -> None:
     assert body["type"] == "Credit Card"
     body.update(invoice_id="101", account_id="103", contact_id="201")  # freee ids for the seed's UUIDs
     assert body["currency"] == "USD" and body["total_amount"] == 10000
-    refused = answer(http.post("/accounting/payments", json=body), 422)  # not sent as ¥10,000
-    assert refused["path"] == "$.currency" and refused["errors"][0]["accepted"] == ["JPY"]
-    assert answer(http.post("/accounting/payments", json={**body, "currency": "JPY", "type": "Cheque"}), 422)["errors"][0][
-        "accepted"] == ["Bank Account", "Credit Card", "Cash", "Private Account"]  # a wallet type freee knows
-    body["currency"] = "JPY"
+    # Not sent as ¥10,000, and a card payment's account_id names an account item, not the 口座 freee wants.
+    refused = answer(http.post("/accounting/payments", json=body), 422)
+    assert {e["path"]: e.get("accepted") for e in refused["errors"]} == {
+        "$.type": ["Private Account"], "$.currency": ["JPY"]}
+    body.update(currency="JPY", type="Private Account")  # freee's private_account_item takes an account item
     created, ignored = create(http, "payments", body)
     subset(created, DEAL_PAYMENT)
     assert "$.contact_id" in ignored and "$.currency" in ignored  # a payment row has no partner of its own

@@ -29,6 +29,7 @@ API_KEY = "qbo-e2e-key"
 CONNECTION = "e2e-quickbooks"
 EXPIRED = "e2e-quickbooks-expired-token"
 OTHER_REALM = "e2e-quickbooks-other-realm"
+NO_DEFAULTS = "e2e-quickbooks-no-defaults"
 
 READ_ONLY = ["attachments", "companyinfos", "creditnotes", "items", "taxrates", "trackingcategories", "vendorcredits"]
 WRITABLE = ["accounts", "contacts", "expenses", "invoices", "journalentries", "payments", "purchaseorders"]
@@ -82,6 +83,11 @@ def write_connections(directory: Path, base_url: str, tokens: FakeTokens) -> Pat
   base_url: {base_url}
 {credentials('${QBO_E2E_ACCESS_TOKEN}')}  context:
     realm_id: "4620816365"
+- token: {NO_DEFAULTS}
+  provider: quickbooks
+  base_url: {base_url}
+{credentials('${QBO_E2E_ACCESS_TOKEN}')}  context:
+    realm_id: "{REALM}"
 """, encoding="utf-8")
     return path
 
@@ -244,7 +250,8 @@ def test_a_supplier_becomes_a_vendor_and_a_customer_a_customer(client: httpx.Cli
     assert supplier["is_supplier"] is True and supplier["is_customer"] is False
     assert supplier["name"] == "Northwind Supplies" and supplier["email_address"] == "northwind.supplies@example.com"
     assert supplier["status"] == "Active" and supplier["currency"] == "USD" and supplier["company_info_id"] == REALM
-    assert supplier["tax_number"] == "XXXXXX56789", "QuickBooks answers tax ids masked"
+    # QuickBooks keeps the tax id write-only and answers a mask: no tax number to read, the mask in remote_data.
+    assert supplier["tax_number"] is None
     # QuickBooks has no flag for "also a customer": the caller is told it was not carried.
     assert response.headers["x-gateway-ignored-fields"] == "$.is_customer"
     raw = fake.store["Vendor"][supplier["remote_id"]]
@@ -264,6 +271,7 @@ def test_a_supplier_becomes_a_vendor_and_a_customer_a_customer(client: httpx.Cli
         assert retrieve(client, "contacts", made["id"]) == made
     with_raw = retrieve(client, "contacts", supplier["id"], remote_data="true")
     assert with_raw["remote_data"]["DisplayName"] == "Northwind Supplies" and with_raw["remote_data"]["Id"] == supplier["remote_id"]
+    assert with_raw["tax_number"] is None and with_raw["remote_data"]["TaxIdentifier"] == "XXXXXX56789"
 
 
 def test_customers_and_vendors_share_ids_but_not_unified_ids(client: httpx.Client, fake: FakeQuickBooks) -> None:
@@ -449,6 +457,66 @@ def test_invoices_and_the_payments_against_them(client: httpx.Client, fake: Fake
     error(client.get("/accounting/invoices/77777"), 404, "not_found")
 
 
+def test_a_purchase_invoice_is_a_bill(client: httpx.Client, fake: FakeQuickBooks) -> None:
+    bill = create(client, "invoices", {
+        "type": "Purchase", "contact_id": "vendor-2", "number": "HH-7731", "issue_date": "2024-06-15T12:00:00Z",
+        "memo": "Hardware for the deck", "currency": "USD", "tracking_categories": ["class-1", "department-1"],
+        "line_items": [{"name": "Pump", "value": 150, "parent_item": "11"}, {"name": "Fitting", "value": 25.5}],
+    })
+    assert bill["id"] == f"bill-{bill['remote_id']}" and bill["type"] == "Purchase"
+    assert bill["contact_id"] == "vendor-2" and bill["number"] == "HH-7731" and bill["memo"] == "Hardware for the deck"
+    assert bill["total_amount"] == 175.5 and bill["balance"] == 175.5 and bill["status"] == "Open"
+    assert bill["tracking_categories"] == ["class-1", "department-1"]
+    assert [(l["name"], l["value"], l["parent_item"]) for l in bill["line_items"]] == [("Pump", 150, "11"), ("Fitting", 25.5, "1")]
+    raw = fake.store["Bill"][bill["remote_id"]]
+    assert raw["VendorRef"]["value"] == "2" and "ClassRef" not in raw
+    assert [l["ItemBasedExpenseLineDetail"]["ClassRef"] for l in raw["Line"]] == [{"value": "1"}] * 2
+    assert not any(i.get("DocNumber") == "HH-7731" for i in fake.store["Invoice"].values()), "no sales invoice was made"
+
+    assert retrieve(client, "invoices", bill["id"]) == bill
+    listed = list_all(client, "invoices", 2)
+    assert ids(listed) == [r["Id"] for r in by_id(fake.store["Invoice"])] + \
+        [f"bill-{r['Id']}" for r in by_id(fake.store["Bill"])], "every invoice, then every bill"
+    error(client.get("/accounting/invoices/bill-77777"), 404, "not_found")
+    error(client.post("/accounting/payments", json={"contact_id": "customer-1", "invoice_id": bill["id"],
+                                                    "total_amount": 500}), 422, "no_matching_operation")
+
+    # A bill comes from a vendor; a type QuickBooks has no document for is no sales invoice either.
+    before = len(fake.requests)
+    error(client.post("/accounting/invoices", json={"type": "Purchase", "contact_id": "customer-1",
+                                                    "line_items": [{"value": 5, "parent_item": "1"}]}), 422, "no_matching_operation")
+    error(client.post("/accounting/invoices", json={"type": "Credit", "contact_id": "customer-1",
+                                                    "line_items": [{"value": 5, "parent_item": "1"}]}), 422, "no_matching_operation")
+    assert len(fake.requests) == before
+
+
+def test_a_voided_invoice_is_void_and_a_bundle_is_one_line(client: httpx.Client) -> None:
+    voided = retrieve(client, "invoices", "129")
+    assert voided["status"] == "Void" and voided["balance"] == 0 and voided["total_amount"] == 0
+    bundle = retrieve(client, "invoices", "130")
+    assert [(l["type"], l["value"], l["parent_item"]) for l in bundle["line_items"]] == \
+        [("SalesItemLineDetail", 50.0, "1"), ("GroupLineDetail", 45.0, "19")]
+    assert sum(l["value"] for l in bundle["line_items"]) == bundle["total_amount"], "the bundle's amount is not lost"
+
+
+def test_a_line_without_an_item_and_no_default_item_is_refused_before_any_call(gateway: Server, fake: FakeQuickBooks) -> None:
+    headers = {"x-api-key": API_KEY, "x-connection-token": NO_DEFAULTS}
+    with httpx.Client(base_url=gateway.url, headers=headers, timeout=15) as bare:
+        before = len(fake.requests)
+        for kind, contact_id in (("Sales", "customer-1"), ("Purchase", "vendor-1")):
+            body = {"type": kind, "contact_id": contact_id,
+                    "line_items": [{"name": "Pump", "value": 15, "parent_item": "11"}, {"name": "Labour", "value": 40}]}
+            refused = error(bare.post("/accounting/invoices", json=body), 422, "invalid_request")
+            assert refused["errors"] == [{"message": refused["errors"][0]["message"], "path": "$.line_items[1].parent_item",
+                                          "context_key": "default_item_id"}], refused
+            assert "default_item_id" in refused["message"]
+        assert len(fake.requests) == before, "QuickBooks would book the itemless line's amount to nothing"
+        body["line_items"][1].update(parent_item="1", type="Labour")
+        response = bare.post("/accounting/invoices", json=body)
+        assert unified("invoices", answer(response, 201))["total_amount"] == 55
+        assert response.headers["x-gateway-ignored-fields"] == "$.line_items[1].type", "checking lines carries none"
+
+
 # -- journal entries, purchase orders, expenses --------------------------------------------------------------
 
 
@@ -611,7 +679,7 @@ def test_the_panora_sdk_creates_lists_and_retrieves_contacts(sdk_python: Path, g
     assert [c["is_supplier"] for c in created] == [w["is_supplier"] for w in wanted]
     assert [c["is_customer"] for c in created] == [w["is_customer"] for w in wanted]
     assert all(c["remote_id"] == c["id"].split("-")[1] and c["company_info_id"] == REALM for c in created)
-    assert all(c["tax_number"] == "XXXX" + w["tax_number"][-5:] for c, w in zip(created, wanted)), "masked by QuickBooks"
+    assert all(c["tax_number"] is None for c in created), "write-only in QuickBooks, answered masked"
 
     # Paging with cursor= covers every customer, then every vendor, once.
     pages = report["pages"]

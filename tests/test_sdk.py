@@ -16,6 +16,7 @@ from conftest import E2E_API_KEYS, E2E_TOKEN, Server, clean_server, configured_g
 from gateway import sandbox
 
 CLIENT = Path(__file__).with_name("sdk_client.py")
+CONTACTS_CLIENT = Path(__file__).with_name("sdk_contacts_client.py")
 
 
 def contacts_to_create(shared: Path) -> list[dict]:
@@ -102,3 +103,28 @@ def test_sdk_create_list_retrieve(sdk_python: Path, gateway, shared: Path, tmp_p
     assert record["field_mappings"] is None
     assert {k: v for k, v in record.items() if k != "remote_data"} == {k: v for k, v in created[0].items()
                                                                       if k != "remote_data"}
+
+
+def test_the_sdk_creates_panoras_documented_example_contact_as_it_is(sdk_python: Path, shared: Path,
+                                                                      tmp_path: Path) -> None:
+    """Panora's own example contact, sent verbatim by a new user against the embedded sandbox: its
+    company_info_id is a Panora UUID, and any company id is a company in the sandbox."""
+    example = contact_input(shared)
+    assert example["company_info_id"] != sandbox.COMPANY_ID and example["field_mappings"]
+    server = clean_server(["serve"])
+    try:
+        job = {"server_url": server.url, "api_key": "gateway-demo-key", "token": "sandbox-formation",
+               "contacts": [example], "limit": 50, "unknown_id": "64b8f1a2e4b0c8d9f0ffffff"}
+        report = run_sdk_client(sdk_python, CONTACTS_CLIENT, job, tmp_path)
+    finally:
+        log = server.stop()
+    assert "Traceback" not in log, log
+    [created] = report["created"]
+    assert {k: created[k] for k in ("name", "is_supplier", "is_customer", "email_address", "tax_number", "status",
+                                   "company_info_id")} == \
+        {k: example[k] for k in ("name", "is_supplier", "is_customer", "email_address", "tax_number", "status",
+                                 "company_info_id")}
+    assert created["remote_id"] == created["id"]
+    # The contact lives in the company it named; the connection's own company lists its own contacts.
+    assert created["id"] not in [r["id"] for page in report["pages"] for r in page["data"]]
+    assert report["retrieved"][0]["id"] == created["id"] and report["retrieved"][0]["name"] == example["name"]

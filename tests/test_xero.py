@@ -288,6 +288,12 @@ def test_invoices(client: httpx.Client, shared: Path) -> None:
             "$.line_items[0].parent_item"} <= set(ignored)
     assert "$.number" not in ignored and "$.line_items[0].value" not in ignored
 
+    # Xero keeps Reference for sales invoices only, and a bill has no other memo: not sent, and said so.
+    assert "$.memo" not in ignored
+    bill = {**body, "type": "Purchase", "memo": "Tyres for the van"}
+    _, ignored = created(client, "invoices", bill, model)
+    assert "$.memo" in ignored and "$.number" not in ignored
+
 
 def test_an_approved_invoice_needs_an_account_code_on_its_lines(client: httpx.Client) -> None:
     body = {"type": "Sales", "status": "Authorized", "contact_id": CONTACT, "issue_date": "2024-06-15T00:00:00Z",
