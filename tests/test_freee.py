@@ -531,6 +531,8 @@ def test_contract_expense_of_the_contract_example_reports_what_freee_has_no_plac
                                                                                    shared: Path) -> None:
     body = seed_input_example(shared, "UnifiedAccountingExpenseInput")
     body["tracking_categories"] = ["tag-202", "section-101"]  # freee's kinds; the example's UUID is none
+    assert body["currency"] == "USD"
+    body["currency"] = "JPY"  # freee keeps yen only (and refuses dollars); its expense has no currency field either
     body.update(sub_total=None, unknown=1)  # a null carries nothing to lose, and the scan goes on
     body["line_items"] = [{"name": "交通費", "type": None, "value": 10000, "foo": "bar"}]
     _, ignored = create(http, "expenses", body)
