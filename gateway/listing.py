@@ -50,7 +50,8 @@ class Listing:
                     call: Call, remote_data: bool) -> tuple[Operation, list, Position | None, Position | None]:
         op = sources[position.source]
         spec = op.spec.paging
-        size = min(limit, spec.max_limit)
+        take = min(limit, spec.max_limit)  # what this unified page may hold
+        size = spec.page_size or take  # what the provider's page holds, when it says
         doc = steps.document(call.query, conn, page=paging.page_document(spec, position, size))
         # A link cursor holds only the query string of the provider's next link.
         query = paging.link_params(position.token) if spec.style == "link" and position.token else None
@@ -80,7 +81,7 @@ class Listing:
         else:
             # What earlier pages served off the front, and never more than `limit`.
             skip = paging.skipped(spec, position, size)
-            records = records[skip:skip + size]
-            served, rest = len(records), max(0, count - skip - size)
+            records = records[skip:skip + take]
+            served, rest = len(records), max(0, count - skip - take)
         after = paging.following(spec, position, count, size, total, next_page, len(sources), served, rest, more)
-        return op, records, after, paging.previous(spec, position, size)
+        return op, records, after, paging.previous(spec, position, take)

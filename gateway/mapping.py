@@ -9,7 +9,7 @@ import difflib
 import re
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 import msgspec.inspect
@@ -51,6 +51,10 @@ class PagingSpec(Spec):
 
     style: Literal["offset", "page", "token", "link", "none"] = "none"
     max_limit: int = 100  # the most records the provider returns per call
+    # page style: the provider's own page size, for a provider that takes none
+    # per call (or ignores it): its pages are asked for by the number its size
+    # gives, and served `limit` records at a time
+    page_size: Annotated[int, msgspec.Meta(ge=1)] | None = None
     first_page: int = 1  # page style: the number of the first page
     next: str | None = None  # token, link styles: where the response names the next page
     # offset, page styles: how many provider records the page held, where `records`

@@ -90,6 +90,8 @@ class Operation:
         self.next = compile_expression(spec.paging.next, f"{key}.paging.next") if spec.paging.next else None
         self.count = compile_expression(spec.paging.count, f"{key}.paging.count") if spec.paging.count else None
         self.more = compile_expression(spec.paging.more, f"{key}.paging.more") if spec.paging.more else None
+        if spec.paging.page_size is not None and spec.paging.style != "page":
+            raise ExpressionError(f"{key}.paging.page_size", f"a page size numbers pages: style page only, not {spec.paging.style}")
         self.checks = [Check(name, check, f"{key}.checks.{name}") for name, check in spec.checks.items()]
         paging = [e for e in (self.total, self.next, self.more, self.count) if e]
         self.page_decoder = page_decoder(self.records, paging, unifier) if verb == "list" else None

@@ -1,9 +1,11 @@
 """Paging styles behind the unified cursor, and next-page links that must not steer the gateway."""
 
+import random
+
 import pytest
 
 from gateway.cursor import Position
-from gateway.mapping import PagingSpec
+from gateway.mapping import MappingError, PagingSpec, load_dir
 from gateway.paging import (
     LinkError,
     following,
@@ -187,15 +189,17 @@ objects:
       path: /contacts
       query: QUERY
       records: items
-      paging: {style: STYLE, next: NEXT, max_limit: MAX}
+      paging: {style: STYLE, next: NEXT, max_limit: MAX, page_size: SIZE}
 """
 H = {"x-api-key": "k", "x-connection-token": "t"}
 
 
-def gateway_for(tmp_path, style: str, query: str, next: str = "next", max_limit: int = 100) -> TestClient:
+def gateway_for(tmp_path, style: str, query: str, next: str = "next", max_limit: int = 100,
+                page_size: int | None = None) -> TestClient:
     """The gateway in process, in front of a mocked provider paged this way."""
     (tmp_path / "m").mkdir()
     mapping = PAGED.replace("STYLE", style).replace("QUERY", query).replace("NEXT", next).replace("MAX", str(max_limit))
+    mapping = mapping.replace("SIZE", "null" if page_size is None else str(page_size))
     (tmp_path / "m" / "paged.yaml").write_text(mapping)
     (tmp_path / "c.yaml").write_text("- {token: t, provider: paged, credentials: {token: secret}}\n")
     env = {"GATEWAY_API_KEYS": "k", "GATEWAY_CONNECTIONS": str(tmp_path / "c.yaml"),
@@ -284,3 +288,35 @@ def test_a_page_provider_that_keeps_its_own_page_size_loses_no_record(tmp_path, 
         walked = walk(client, [3] * 8)
     assert sum(walked, []) == ids, walked
     assert all(len(page) <= 3 for page in walked)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_a_declared_page_size_serves_every_record_once_whatever_the_limits(tmp_path, httpx_mock, seed):
+    """A provider of pages of 7 whatever it is asked (paging.page_size: 7): the limits
+    that once lost records (7 then 5: the provider's page 2 is records 8-14, not 6-10)
+    and any others."""
+    ids = [str(n) for n in range(1, 38)]
+
+    def pages(request: httpx.Request) -> httpx.Response:
+        number = int(request.url.params["page"])
+        return httpx.Response(200, json={"items": [{"id": i, "name": i} for i in ids[(number - 1) * 7:number * 7]]})
+
+    httpx_mock.add_callback(pages, is_reusable=True)
+    rng = random.Random(seed)
+    limits = [7, 5, 7, 7, 1] if seed == 0 else [rng.randint(1, 12) for _ in range(80)]
+    with gateway_for(tmp_path, "page", "{page: page.number, pageSize: page.limit}", page_size=7) as client:
+        walked = walk(client, limits + [12] * 40)
+    assert sum(walked, []) == ids, walked
+    assert all(len(page) <= limit for page, limit in zip(walked, limits + [12] * 40))
+    asked = {r.url.params["pageSize"] for r in httpx_mock.get_requests()}
+    assert asked == {"7"}, "the provider is asked for its own page size"
+
+
+def test_a_page_size_is_for_page_numbers_only(tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "paged.yaml").write_text(
+        PAGED.replace("STYLE", "offset").replace("QUERY", "{offset: page.offset}").replace("NEXT", "null")
+        .replace("MAX", "100").replace("SIZE", "7"))
+    with pytest.raises(MappingError) as caught:
+        load_dir(tmp_path / "m")
+    assert "paging.page_size" in str(caught.value) and "style page only" in str(caught.value)
