@@ -15,9 +15,9 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Match, Mount, Route
 
-from . import auth, connections, idempotency, mapping, metrics, sandbox, tracing
+from . import auth, connections, idempotency, logs, mapping, metrics, sandbox, tracing
 from .connections import ApiKeys, ConnectionEntry, Connections
 from .call import PREFIX
 from .cursor import Cursors
@@ -56,9 +56,18 @@ class App:
         self.starlette = starlette
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["path"].startswith(PREFIX):
-            return await self.gateway(scope, receive, send)
+        if scope["type"] == "http":
+            if scope["path"].startswith(PREFIX):
+                return await self.gateway(scope, receive, send)
+            logs.note(path=self._template(scope))
         return await self.starlette(scope, receive, send)
+
+    def _template(self, scope: dict) -> str:
+        """The route a path takes (an asset's path is the route's): what the log says."""
+        for route in self.starlette.routes:
+            if route.matches(scope)[0] is not Match.NONE:
+                return f"{route.path}/{{path}}" if isinstance(route, Mount) else route.path
+        return logs.UNMATCHED
 
 
 def create_app(settings: Settings | None = None, environ: Mapping[str, str] = os.environ,

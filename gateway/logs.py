@@ -17,6 +17,9 @@ from typing import Any
 
 import msgspec
 
+# A request's path no route has is logged as this, never as sent: it may hold anything.
+UNMATCHED = "(unmatched)"
+
 _fields: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("request_log", default=None)
 
 

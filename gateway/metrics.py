@@ -117,7 +117,9 @@ _OPERATIONS = {("GET", False): "list", ("HEAD", False): "list", ("POST", False):
 def served(call, conn, status: int, started: float) -> None:
     """A call to the unified API answered (`conn`: None when refused before one was known)."""
     elapsed = time.monotonic() - started
-    key = (conn.provider.name if conn is not None else "none", call.object, call.method, call.id != "")
+    # A path deeper than a record's is no operation: `other`, like an unknown object.
+    key = (conn.provider.name if conn is not None else "none", call.object, call.method,
+           None if call.nested else call.id != "")
     series = _served.get(key) or _series(key)
     try:
         series.statuses[status] += 1
@@ -127,7 +129,7 @@ def served(call, conn, status: int, started: float) -> None:
     series.sum += elapsed
 
 
-def _series(key: tuple[str, str, str, bool]) -> _Served:
+def _series(key: tuple[str, str, str, bool | None]) -> _Served:
     provider, obj, method, has_id = key
     if obj not in OBJECTS:
         obj = "other"

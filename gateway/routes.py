@@ -46,14 +46,15 @@ class Gateway:
         error answers, without a framework's layers, as this is the hot path."""
         call = Call(scope, receive)
         started, conn = time.monotonic(), None
-        # The path as a template: ids stay out of the log.
-        logs.note(path=f"{PREFIX}{call.object}/{{id}}" if call.id else call.path)
+        # The path as a template: ids stay out of the log, and so does a path no route has.
+        logs.note(path=(logs.UNMATCHED if call.nested or not call.object else
+                        f"{PREFIX}{call.object}/{{id}}" if call.id else f"{PREFIX}{call.object}"))
         try:
-            handler = self._route(call)
+            handler, obj = self._route(call)
             conn = self.runtime.current.connections.authorize(self.api_keys, call.header(b"x-api-key"),
                                                               call.header(b"x-connection-token"))
             logs.note(connection=conn.name, provider=conn.provider.name)
-            response = await handler(call, conn, self._object(call))
+            response = await handler(call, conn, obj)
         except GatewayError as exc:
             logs.note(error=exc.code)
             response = exc.response()
@@ -69,16 +70,17 @@ class Gateway:
         await response(scope, receive, send)
         metrics.served(call, conn, response.status_code, started)
 
-    def _route(self, call: Call) -> Handler:
+    def _route(self, call: Call) -> tuple[Handler, UnifiedObject]:
         if not call.object or call.nested:
             raise GatewayError(404, "no_such_path", f"{call.method} {call.path}: Not Found")
+        obj = self._object(call)  # an unknown object is a 404 whatever the method
         method = "GET" if call.method == "HEAD" else call.method
         handlers = self._record if call.id else self._collection
         handler = handlers.get(method)
         if handler is None:
             raise GatewayError(405, "method_not_allowed", f"{call.method} {call.path}: Method Not Allowed",
                                {"Allow": ", ".join(handlers)})
-        return handler
+        return handler, obj
 
     @staticmethod
     def _object(call: Call) -> UnifiedObject:

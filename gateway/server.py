@@ -343,11 +343,26 @@ class _Connection(asyncio.Protocol):
 
     def _refuse(self, error: GatewayError) -> None:
         """Answer a request the parser refused, after those before it, and close."""
+        if self.server.access_log:  # a line like any request's: the path is no route's
+            request = self.current
+            scope = request.scope if request is not None else {}
+            started = request.started if request is not None else time.monotonic()
+            access.info("request", extra={"fields": {
+                "request_id": _request_id(scope.get("headers", self.headers)), "method": scope.get("method") or self._method(),
+                "path": logs.UNMATCHED, "status": error.status, "error": error.code,
+                "duration_ms": round((time.monotonic() - started) * 1000, 3)}})
         self.transport.pause_reading()
         self.current = None
         self.last = True
         self.final = _error_bytes(error, self.server.clock)
         self._next()
+
+    def _method(self) -> str | None:
+        """The request line's method, once the parser has read one."""
+        try:
+            return self.parser.get_method().decode("ascii") if self.url else None
+        except (httptools.HttpParserError, UnicodeDecodeError):
+            return None
 
     def _close(self) -> None:
         self.closing = True

@@ -5,6 +5,7 @@ connection name, provider, upstream status and time, status, duration, error
 code and ignored fields; never a credential, API key or connection token."""
 
 import json
+import socket
 from pathlib import Path
 
 import httpx
@@ -53,3 +54,40 @@ def test_every_line_is_json_and_a_request_is_one_line_without_secrets(tmp_path: 
     assert not any(line["level"] == "warning" for line in lines), "an ignored field is the request's field, not a warning"
     for secret in (TOKEN, GATEWAY_KEY, API_KEY, "wrong", "secret-id", "logged"):
         assert secret not in log, secret
+
+
+def test_a_request_refused_before_any_route_and_a_path_no_route_has_are_lines_too(tmp_path: Path):
+    """What the server refuses itself (bad HTTP, a head or body too large) is logged
+    like any request; a path no route has is logged as `(unmatched)`, never as sent."""
+    server = clean_server(["serve"], {"GATEWAY_MAX_BODY_BYTES": "100"})
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as c:
+            assert c.post("/accounting/contacts", content=b"x" * 300).status_code == 413
+            assert c.get("/healthz").status_code == 200
+            assert c.get("/docs/assets/nothing-here.js").status_code == 404
+            assert c.get("/elsewhere/secret-path-7f3e").status_code == 404
+            assert c.get("/accounting/contacts/a/secret-deeper-9b1d").json()["code"] == "no_such_path"
+            unknown = c.put("/accounting/contact", json={})
+            assert unknown.status_code == 404 and unknown.json()["code"] == "unknown_object", unknown.text
+        host, port = server.url.removeprefix("http://").split(":")
+        for raw in (b"GARBAGE\r\n\r\n", b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n"):
+            with socket.create_connection((host, int(port)), timeout=10) as s:
+                s.sendall(raw)
+                assert s.recv(100).split(b" ")[1] in (b"400", b"431")
+    finally:
+        log = server.stop()
+    lines = [json.loads(line) for line in log.splitlines() if line.strip()]
+    requests = [(r["method"], r["path"], r["status"], r.get("error")) for r in lines if r["logger"] == "gateway.access"]
+    assert requests[0][:2] == ("GET", "/health")  # the test's own wait for the server
+    assert requests[1:] == [
+        ("POST", "(unmatched)", 413, "body_too_large"),
+        ("GET", "/healthz", 200, None),
+        ("GET", "/docs/assets/{path}", 404, None),
+        ("GET", "(unmatched)", 404, None),
+        ("GET", "(unmatched)", 404, "no_such_path"),
+        ("PUT", "/accounting/contact", 404, "unknown_object"),
+        (None, "(unmatched)", 400, "malformed_request"),
+        ("GET", "(unmatched)", 431, "headers_too_large"),
+    ], requests
+    assert all(r["request_id"] for r in lines if r["logger"] == "gateway.access")
+    assert "secret-" not in log
