@@ -11,7 +11,6 @@ the gateway runs (its auth's tokens, breaker and calls under way) is its
 connection's next configuration.
 """
 
-import difflib
 import hashlib
 import hmac
 import re
@@ -26,7 +25,7 @@ from jmespath import Options
 
 from . import auth
 from .breaker import Breaker
-from .errors import unauthorized
+from .errors import did_you_mean, unauthorized
 from .functions import Functions
 from .mapping import Provider, SafeLoader
 from .settings import ConfigError
@@ -105,9 +104,8 @@ def _fit_context(provider: Provider, context: dict[str, Any], where: str) -> dic
         return context
     for name in context:
         if name not in declared:
-            near = difflib.get_close_matches(name, declared, 1)
-            hint = f"; did you mean {near[0]!r}?" if near else f"; it reads {', '.join(sorted(declared))}"
-            raise ConfigError(f"{where}: context.{name}: {provider.source.name} reads no such setting{hint}")
+            raise ConfigError(f"{where}: context.{name}: {provider.source.name} reads no such setting"
+                              f"{did_you_mean(name, declared, 'it reads')}")
     fitted = {}
     for name, key in declared.items():
         if name not in context or context[name] is None:

@@ -5,6 +5,8 @@ already read; `code` is stable for programs, and `provider`, `provider_status`,
 `provider_code` and `provider_message` keep what the provider said.
 """
 
+import difflib
+from collections.abc import Iterable
 from http import HTTPStatus
 from typing import Any
 
@@ -95,3 +97,10 @@ def from_provider(provider: str, status: int, message: str | None, code: str | N
     if status in (401, 403, 407):
         return bad_gateway("upstream_auth_failed", f"{provider} refused this connection's credentials{said}", **extra)
     return bad_gateway("upstream_error", f"{provider} failed with HTTP {status}{said}", **extra)
+
+
+def did_you_mean(name: str, known: Iterable[str], listing: str = "known") -> str:
+    """A message's hint at the name meant: the nearest known one, else all of them."""
+    known = list(known)
+    near = difflib.get_close_matches(name, known, 1)
+    return f"; did you mean {near[0]!r}?" if near else f"; {listing}: {', '.join(sorted(known))}"

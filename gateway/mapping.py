@@ -5,7 +5,6 @@ provider request and how provider records become unified ones. The README's
 "Mapping files" section is the operator's guide; this module is its grammar.
 """
 
-import difflib
 import re
 import typing
 from pathlib import Path
@@ -18,6 +17,7 @@ import yaml
 # libyaml's loader where PyYAML has it: several times faster, and start-up is measured.
 SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
+from .errors import did_you_mean
 from .expressions import ExpressionError, calls, compile_expression, compile_template, context_reads, reads
 from .functions import Functions
 from .models import OBJECTS, Model
@@ -300,9 +300,7 @@ def _schema_hint(key: str, reason: str) -> str:
     if enum and isinstance(kind, msgspec.inspect.LiteralType):
         return "; valid: " + ", ".join(str(v) for v in kind.values)
     if unknown and isinstance(kind, msgspec.inspect.StructType):
-        known = [f.encode_name for f in kind.fields]
-        near = difflib.get_close_matches(unknown.group(1), known, 1)
-        return f"; did you mean {near[0]!r}?" if near else f"; known: {', '.join(known)}"
+        return did_you_mean(unknown.group(1), [f.encode_name for f in kind.fields])
     return ""
 
 
@@ -349,7 +347,7 @@ def _expand(template: Any, fragments: dict[str, Any], key: str, used: set[str], 
     if isinstance(template, str) and template.startswith("$"):
         name = template[1:]
         if name not in fragments:
-            known = f"{_near(name, fragments)}" if fragments else "; the file declares no `fragments`"
+            known = f"{did_you_mean(name, fragments)}" if fragments else "; the file declares no `fragments`"
             raise ExpressionError(key, f"unknown fragment {name!r}{known}")
         if name in within:
             raise ExpressionError(f"$.fragments.{within[0]}", f"the fragments {' -> '.join(within + (name,))} use each other")
@@ -386,13 +384,13 @@ def _compile(spec: MappingFile, path: Path) -> Provider:
     unused_fragments = _expand_fragments(spec)
     for i, name in enumerate(spec.passthrough):
         if name not in spec.values:
-            raise ExpressionError(f"$.passthrough[{i}]", f"no value map named {name!r}{_near(name, spec.values) if spec.values else ''}")
+            raise ExpressionError(f"$.passthrough[{i}]", f"no value map named {name!r}{did_you_mean(name, spec.values) if spec.values else ''}")
     objects = {}
     for name, obj in spec.objects.items():
         key = f"$.objects.{name}"
         unified = OBJECTS.get(name)
         if unified is None:
-            raise ExpressionError(key, f"unknown unified object; known: {', '.join(OBJECTS)}")
+            raise ExpressionError(key, f"unknown unified object{did_you_mean(name, OBJECTS)}")
         if obj.create is not None and unified.input is None:
             raise ExpressionError(f"{key}.create", f"the unified API has no create for {name}")
         operations = {}
@@ -445,7 +443,7 @@ def _check_path(parts: tuple[str, ...], model: type[Model] | None, context: dict
         if len(parts) < 2 or parts[1] not in context:
             name = parts[1] if len(parts) > 1 else ""
             raise ExpressionError(key, f"context.{name} is not a key the mapping's `context` declares"
-                                       f"{_near(name, context) if context else ''}")
+                                       f"{did_you_mean(name, context) if context else ''}")
         return
     if parts[0] != "body":
         return
@@ -457,7 +455,7 @@ def _check_path(parts: tuple[str, ...], model: type[Model] | None, context: dict
         fields = {f.name: f.type for f in msgspec.structs.fields(model)}
         if name not in fields:
             raise ExpressionError(key, f"{'.'.join(parts[:i + 1])}: not a field of the unified {model.__name__}"
-                                       f"{_near(name, fields)}")
+                                       f"{did_you_mean(name, fields)}")
         nested = [t for t in _types(fields[name]) if isinstance(t, type) and issubclass(t, Model)]
         if not nested:
             return  # a scalar, or free-form (field_mappings): nothing further to know
@@ -478,10 +476,6 @@ DOCUMENT = ("body", "id", "query", "page", "context")
 PAGE = ("limit", "offset", "start", "number", "token")
 _FUNCTIONS = Functions.FUNCTION_TABLE
 
-
-def _near(name: str, known) -> str:
-    found = difflib.get_close_matches(name, list(known), 1)
-    return f"; did you mean {found[0]!r}?" if found else f"; known: {', '.join(sorted(known))}"
 
 
 def _check(spec: MappingFile, headers: dict[str, Any], objects: dict[str, "ProviderObject"]) -> list[str]:
@@ -514,19 +508,24 @@ def _check(spec: MappingFile, headers: dict[str, Any], objects: dict[str, "Provi
                     if path[:1] == ("context",):
                         raise ExpressionError(op.unifier.key, f"reads context.{'.'.join(path[1:])}, but unify reads a "
                                                               f"provider record: use context('{path[1] if len(path) > 1 else 'key'}')")
+                    # `id` is a record's own field in every provider; a member of these never is.
+                    if path[0:1] in (("body",), ("query",), ("page",)) and len(path) > 1:
+                        raise ExpressionError(op.unifier.key, f"reads {'.'.join(path)}, a member of the request document, "
+                                                              "but unify reads a provider record: the record's own "
+                                                              "fields, e.g. id, name")
     for key, expression, roots in request_side:
         for path in reads(expression):
             if path and path[0] not in roots:
                 raise ExpressionError(key, f"reads {path[0]!r}, which the request document does not hold: "
-                                           f"it holds {', '.join(roots)}{_near(path[0], roots)}")
+                                           f"it holds {', '.join(roots)}{did_you_mean(path[0], roots)}")
             if path[:1] == ("page",) and len(path) > 1 and path[1] not in PAGE:
-                raise ExpressionError(key, f"reads page.{path[1]}, which a page does not hold{_near(path[1], PAGE)}")
+                raise ExpressionError(key, f"reads page.{path[1]}, which a page does not hold{did_you_mean(path[1], PAGE)}")
     used_maps: set[str] = set()
     for key, expression, *_ in request_side + other:
         for name, args in calls(expression):
             function = _FUNCTIONS.get(name)
             if function is None:
-                raise ExpressionError(key, f"unknown function {name}(){_near(name, _FUNCTIONS)}")
+                raise ExpressionError(key, f"unknown function {name}(){did_you_mean(name, _FUNCTIONS)}")
             wanted = function["signature"]
             variadic = bool(wanted) and wanted[-1].get("variadic", False)
             if len(args) < len(wanted) - variadic or (not variadic and len(args) > len(wanted)):
@@ -536,7 +535,7 @@ def _check(spec: MappingFile, headers: dict[str, Any], objects: dict[str, "Provi
                 table = args[1]["value"]
                 if table not in spec.values:
                     raise ExpressionError(key, f"{name}() names the value map {table!r}, which `values` does not "
-                                               f"hold{_near(table, spec.values) if spec.values else ''}")
+                                               f"hold{did_you_mean(table, spec.values) if spec.values else ''}")
                 used_maps.add(table)
         for name in sorted(context_reads(expression) - spec.context.keys()):
             declared = ", ".join(sorted(spec.context)) or "none"

@@ -7,7 +7,6 @@ gateway/records.py (retrieve, create) and gateway/listing.py (list).
 """
 
 import asyncio
-import difflib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -18,7 +17,7 @@ from starlette.responses import Response
 from . import logs, metrics
 from .call import PREFIX, Call
 from .connections import ApiKeys, Connection
-from .errors import GatewayError, internal_error, shutting_down
+from .errors import GatewayError, did_you_mean, internal_error, shutting_down
 from .listing import Listing
 from .models import OBJECTS, UnifiedObject
 from .records import Records
@@ -86,7 +85,6 @@ class Gateway:
     def _object(call: Call) -> UnifiedObject:
         found = OBJECTS.get(call.object)
         if found is None:
-            near = difflib.get_close_matches(call.object, list(OBJECTS), 1)
-            hint = f"; did you mean {near[0]!r}?" if near else f"; known: {', '.join(OBJECTS)}"
-            raise GatewayError(404, "unknown_object", f"no unified accounting object {call.object!r}{hint}")
+            raise GatewayError(404, "unknown_object",
+                               f"no unified accounting object {call.object!r}{did_you_mean(call.object, OBJECTS)}")
         return found

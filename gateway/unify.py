@@ -6,6 +6,7 @@ import msgspec
 from jmespath import Options
 from jmespath.exceptions import JMESPathError
 
+from .errors import did_you_mean
 from .expressions import Expression, ExpressionError, compile_template, field_path, whole_reads
 from .models import Model
 
@@ -23,8 +24,12 @@ class Unifier:
     def __init__(self, template: dict[str, Any], model: type[Model], key: str):
         known = set(model.__struct_fields__) - _RESERVED
         for name in template:
+            if name in _RESERVED:
+                raise ExpressionError(f"{key}.{name}", "the gateway fills it itself, with the provider's record "
+                                                       "whole, when a client asks remote_data=true")
             if name not in known:
-                raise ExpressionError(f"{key}.{name}", f"not a field of the unified {model.__name__}; fields: {', '.join(sorted(known))}")
+                raise ExpressionError(f"{key}.{name}", f"not a field of the unified {model.__name__}"
+                                                       f"{did_you_mean(name, known, 'fields')}")
         self.key = key
         self.model = model
         self.fields = tuple(template)

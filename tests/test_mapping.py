@@ -248,7 +248,9 @@ def test_an_unknown_unified_object(tmp_path):
     path = broken(tmp_path, lambda s: s["objects"].update(contactz={"unify": {"id": "id"}}))
     message = load_error(path)
     assert ": $.objects.contactz: " in message
-    assert "unknown unified object" in message and "contacts" in message  # and lists the known ones
+    assert "unknown unified object; did you mean 'contacts'?" in message
+    message = load_error(broken(tmp_path, lambda s: s["objects"].update(ledgers={"unify": {"id": "id"}})))
+    assert "unknown unified object; known: accounts, addresses" in message  # nothing near: every one
 
 
 def test_create_on_an_object_that_has_no_create(tmp_path):
@@ -265,13 +267,21 @@ def test_list_and_retrieve_on_an_object_without_create_are_fine(tmp_path):
     assert mapping.load(path).operations("addresses", "list")
 
 
-@pytest.mark.parametrize("field", ["full_name", "remote_data", "Name"])
-def test_a_unify_key_that_is_not_a_unified_field(tmp_path, field):
+@pytest.mark.parametrize("field, reason", [
+    ("full_name", "not a field of the unified ContactOutput; did you mean 'name'?"),
+    ("Name", "not a field of the unified ContactOutput; did you mean 'name'?"),
+    ("xyz", "not a field of the unified ContactOutput; fields: company_info_id, created_at, currency, email_address"),
+    ("remote_data", "the gateway fills it itself"),
+])
+def test_a_unify_key_that_is_not_a_unified_field(tmp_path, field, reason):
     path = broken(tmp_path, lambda s: s["objects"]["contacts"]["unify"].update({field: "x"}))
     message = load_error(path)
-    assert f": $.objects.contacts.unify.{field}: " in message
-    assert "not a field of the unified ContactOutput" in message
-    assert "email_address" in message  # it lists the fields there are
+    assert f": $.objects.contacts.unify.{field}: {reason}" in message, message
+
+
+def test_a_unify_key_near_a_unified_field_names_it(tmp_path):
+    message = load_error(broken(tmp_path, lambda s: s["objects"]["contacts"]["unify"].update(remote_idd="id")))
+    assert "$.objects.contacts.unify.remote_idd: not a field of the unified ContactOutput; did you mean 'remote_id'?" in message
 
 
 @pytest.mark.parametrize("verb", ["create", "list", "retrieve"])
@@ -450,6 +460,11 @@ def _set(path: str, value):
      "reads context.region, but unify reads a provider record: use context('region')"),
     ("objects.contacts.create.body", {"n": "to_number(body.name)"}, "$.objects.contacts.create.body",
      "to_number() gives null for what it cannot read"),
+    # the request document's members are no record's: unify reads the provider's record
+    ("objects.contacts.unify.name", "body.name", "$.objects.contacts.unify",
+     "reads body.name, a member of the request document, but unify reads a provider record"),
+    ("objects.contacts.unify.name", "page.limit || name", "$.objects.contacts.unify", "reads page.limit"),
+    ("objects.contacts.unify.name", "query.q", "$.objects.contacts.unify", "reads query.q"),
 ])
 def test_a_mistake_no_single_expression_shows_is_refused_at_load(tmp_path, path, value, key, reason):
     message = load_error(broken(tmp_path, _set(path, value)))
