@@ -129,6 +129,11 @@ def analyze(node: dict, test: bool = False) -> list[Read]:  # noqa: C901 - one b
         return [r.derived() for r in left] + [r.derived().guarded(then) for r in analyze(children[1], test)]
     if kind == "not_expression":
         return [r.derived(test=True) for r in analyze(children[0], True)]
+    if kind == "function_expression" and node["value"] == "merge_each" and len(children) == 2:
+        # Each element of merge_each(list, object) is the list's, the object's
+        # members added: what follows reads inside the list's elements. (A line
+        # field named as an added member is taken as carried: none is a unified one.)
+        return analyze(children[0], test) + [r.derived() for r in analyze(children[1], test)]
     if kind == "comparator":  # a comparison carries what it compares
         return [r.derived() for c in children for r in analyze(c)]
     return [r.derived() for c in children for r in analyze(c, test)]  # functions, multi-selects

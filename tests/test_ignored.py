@@ -260,3 +260,13 @@ def test_unknown_fields_of_a_nested_object_name_its_path():
         ["$.x", "$.address.zip"]
     assert unknown_fields({"name": "n", "address": None, "lines": None}, Holder) == []
     assert unknown_fields({"name": "n"}, Holder) == []
+
+
+def test_merge_each_reads_inside_the_elements_of_the_list_it_extends():
+    """Xero's and QuickBooks' lines carry an account code or class from elsewhere
+    (merge_each): the line fields no template names are still reported."""
+    op = operation(body={"Line": "merge_each(body.line_items, {code: context.code, cls: body.tracking_categories[0]})"
+                                 "[*].{Description: name, Amount: value, Code: code, Class: cls}"})
+    body = {"line_items": [{"name": "n", "value": 1, "type": "t"}, {"value": 2, "parent_item": "9"}],
+            "tracking_categories": ["class-1"], "memo": "m"}
+    assert ignored(op, body, {"code": "200"}) == ["$.line_items[0].type", "$.line_items[1].parent_item", "$.memo"]
