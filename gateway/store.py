@@ -43,8 +43,18 @@ class SqliteStore:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value BLOB, expires REAL)")
+        # Workers starting together race to set up a new file, and SQLite answers
+        # the loser's switch to WAL "locked" at once, without waiting: it tries again.
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value BLOB, expires REAL)")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     @_sqlite_guard
     async def add(self, key: str, value: bytes, ttl: float) -> bytes | None:

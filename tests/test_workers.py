@@ -204,3 +204,27 @@ def test_two_workers_on_one_sqlite_store_never_spend_a_refresh_token_twice(tmp_p
         assert refreshed == built.tokens.count()
     finally:
         built.close()
+
+
+def _open_store(path: str, barrier) -> str:
+    from gateway.store import SqliteStore
+
+    barrier.wait()
+    try:
+        SqliteStore(Path(path))
+        return "ok"
+    except Exception as exc:  # noqa: BLE001 - what a worker's start would die of
+        return repr(exc)
+
+
+def test_workers_starting_together_all_open_a_new_sqlite_store(tmp_path):
+    """Workers set up the state file at once: the one SQLite answers "locked" tries again."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager, concurrent.futures.ProcessPoolExecutor(4, mp_context=context) as pool:
+        for round_ in range(25):
+            barrier = manager.Barrier(4)
+            path = str(tmp_path / f"state{round_}.sqlite3")
+            results = list(pool.map(_open_store, [path] * 4, [barrier] * 4))
+            assert results == ["ok"] * 4, results
