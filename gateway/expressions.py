@@ -17,6 +17,8 @@ from jmespath import Options, functions, visitor
 from jmespath.exceptions import JMESPathError
 from jmespath.parser import ParsedResult
 
+from .functions import BOUND
+
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -245,6 +247,13 @@ class _Writer:
         elif kind == "function_expression" and all(c["type"] != "expref" for c in children):
             args = [self.emit(c, src, depth) for c in children]
             name = node["value"]
+            bind = BOUND.get(name)
+            bound = (bind(children[1]["value"])
+                     if bind and len(children) == 2 and children[0]["type"] != "literal" and children[1]["type"] == "literal"
+                     else None)
+            if bound is not None:  # gateway/functions.py's: the literals checked and bound once
+                put(f"{out} = {self.constant(bound)}({args[0]})")
+                return out
             if all(c["type"] == "literal" for c in children):
                 # Functions are pure, and bound once per connection: a call of
                 # literals alone (`context('company_id')`) is a constant of `f`.

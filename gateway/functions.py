@@ -30,6 +30,7 @@ import re
 import time
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -215,6 +216,40 @@ def from_minor(amount: Any, currency: Any) -> int | float:
 
 
 DATE_FORMATS = ("epoch", "epoch_ms", "date", "iso", "msjson")
+
+
+def bind_to_iso(fmt: Any) -> Callable[[Any], str | None] | None:
+    """`to_iso(value, 'fmt')`, its format a literal, as one call of one argument.
+
+    A template runs it on every record of every list. Called through jmespath
+    it costs an argument check and three calls before the conversion itself,
+    as much again as the conversion: the check is made here (jmespath's, by
+    the exact type), and a whole number of epoch seconds goes straight to the
+    tables. None: a format to_iso refuses, left to it to say why."""
+    if fmt not in DATE_FORMATS:
+        return None
+    epoch = fmt == "epoch"
+
+    def bound(value: Any) -> str | None:
+        kind = value.__class__
+        if epoch and kind is int:
+            try:
+                return _whole_seconds_iso(value)
+            except (ValueError, OverflowError, OSError):
+                pass  # out of range: to_iso says so
+        if value is None:
+            return None
+        if kind is not str and kind is not int and kind is not float:
+            raise JMESPathTypeError("to_iso", value, functions.TYPES_MAP.get(kind.__name__, "unknown"),
+                                    ["string", "number", "null"])
+        return to_iso(value, fmt)
+
+    return bound
+
+
+# Calls of two arguments that gateway/expressions.py makes functions of the
+# first at load, where the second is a literal.
+BOUND = {"to_iso": bind_to_iso}
 
 
 class Functions(functions.Functions):

@@ -454,3 +454,35 @@ def test_a_passthrough_map_and_reading_backwards_stay_lenient():
     assert strict("to_remote(s, 'contact_status')", {"s": "Suspended"}, frozenset({"contact_status"})) == "Suspended"
     assert strict("to_unified(s, 'contact_status')", {"s": "suspended"}) == "suspended"
     assert search("to_remote(s, 'contact_status')", {"s": "Suspended"}) == "Suspended"  # a record's values: lenient
+
+
+# -- to_iso(value, 'format') bound at load: what every list's records run ---------------------
+
+
+def compiled(source: str, value):
+    from gateway.expressions import compile_expression
+
+    options = jmespath.Options(custom_functions=Functions(MAPS, CONTEXT))
+    return compile_expression(source, "$.x").search({"v": value}, options=options)
+
+
+@pytest.mark.parametrize("value", [
+    0, 1718409600, -1, 2**40, 10**20, -(10**20), 1718409600.25, 1718409600.0, "1718409600", "", "x", None,
+    True, False, [1], {"a": 1}, "/Date(1718409600000)/", "2024-06-15", "2024-06-15T00:30:00+09:00",
+])
+@pytest.mark.parametrize("fmt", DATE_FORMATS)
+def test_a_bound_to_iso_answers_and_refuses_as_jmespaths_call_does(value, fmt):
+    """The template's one-argument form against jmespath's own call of the function."""
+    def outcome(run):
+        try:
+            return "value", run()
+        except (JMESPathTypeError, ConversionError) as exc:
+            return type(exc).__name__, str(exc)
+
+    expected = outcome(lambda: search(f"to_iso(v, '{fmt}')", {"v": value}))
+    assert outcome(lambda: compiled(f"to_iso(v, '{fmt}')", value)) == expected
+
+
+def test_an_unknown_format_is_not_bound_and_refused_as_before():
+    with pytest.raises(DateFormatError, match="'unix'"):
+        compiled("to_iso(v, 'unix')", 1)
