@@ -124,7 +124,7 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] = os
     gateway = Gateway(ApiKeys(keys), runtime, records, Listing(upstream, Cursors(settings.cursor_secret)))
     providers = runtime.current.providers
     log.info("gateway ready: %d provider mapping(s) (%s), %d connection(s)",
-             len(providers), ", ".join(sorted(providers)), len(runtime.current.connections))
+             len(providers), ", ".join(sorted(providers)), len(runtime.current.connections), extra=logs.event("ready"))
 
     async def health(request: Request) -> Response:
         """Liveness: the process serves."""

@@ -33,7 +33,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import msgspec
 
-from . import metrics
+from . import logs, metrics
 from .errors import GatewayError, bad_gateway
 from .mapping import Provider
 from .settings import ConfigError
@@ -218,13 +218,15 @@ class OAuth2:
         rotated = data.get("refresh_token")
         # RFC 6749 6: without a new refresh token, the old one stays good.
         refresh = rotated if isinstance(rotated, str) and rotated else (self.tokens.refresh_token if self.tokens else None)
-        log.info("%s: OAuth2 tokens refreshed (%s grant), valid %d s", self.name, self.grant, lifetime)
+        log.info("%s: OAuth2 tokens refreshed (%s grant), valid %d s", self.name, self.grant, lifetime,
+                 extra=logs.event("token_refreshed", connection=self.name, provider=self.provider.name))
         metrics.count("gateway_token_refreshes", self.name, self.provider.name, "ok")
         return Tokens(token, started + lifetime, lifetime, refresh, self.seed)
 
     def _refuse(self, why: str) -> GatewayError:
         log.error("%s: %s refused the connection's OAuth2 grant (%s); it must be authorized again, "
-                  "then its credentials updated in the connections file", self.name, self.provider.name, why)
+                  "then its credentials updated in the connections file", self.name, self.provider.name, why,
+                  extra=logs.event("token_refresh_refused", connection=self.name, provider=self.provider.name))
         metrics.count("gateway_token_refreshes", self.name, self.provider.name, "refused")
         self.refused = GatewayError(
             502, "reauthorization_required",
@@ -233,7 +235,8 @@ class OAuth2:
         return self.refused
 
     def _transient(self, why: str) -> GatewayError:
-        log.warning("%s: OAuth2 refresh failed: %s", self.name, why)
+        log.warning("%s: OAuth2 refresh failed: %s", self.name, why,
+                    extra=logs.event("token_refresh_failed", connection=self.name, provider=self.provider.name))
         metrics.count("gateway_token_refreshes", self.name, self.provider.name, "failed")
         self.pause_until = time.monotonic() + _TRANSIENT_PAUSE
         return _unavailable(self.provider, why)

@@ -6,7 +6,7 @@ credentials or account never pauses another customer's calls."""
 import logging
 import time
 
-from . import metrics
+from . import logs, metrics
 from .mapping import BreakerSpec
 
 log = logging.getLogger("gateway")
@@ -41,7 +41,7 @@ class Breaker:
 
     def succeeded(self) -> None:
         if self.opened_at is not None:
-            log.info("%s: circuit closed, the probe succeeded", self.name)
+            log.info("%s: circuit closed, the probe succeeded", self.name, extra=logs.event("circuit_closed", connection=self.name))
         self.failures = 0
         self.opened_at = None
         self.probe_at = None
@@ -50,7 +50,7 @@ class Breaker:
         self.failures += 1
         if self.probe_at is not None or self.failures >= self.spec.failures:
             log.warning("%s: circuit open after %d failed call(s) in a row; calls are paused for %g s",
-                        self.name, self.failures, self.spec.reset_after)
+                        self.name, self.failures, self.spec.reset_after, extra=logs.event("circuit_open", connection=self.name))
             self.opened_at = time.monotonic()
             metrics.count("gateway_circuit_openings", self.name)
         self.probe_at = None

@@ -35,6 +35,11 @@ def note(**fields: Any) -> None:
         current.update(fields)
 
 
+def event(name: str, **fields: Any) -> dict[str, Any]:
+    """A lifecycle line's `extra`: its `event` names it for a collector to filter on."""
+    return {"fields": {"event": name, **fields}}
+
+
 def _utc(created: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created % 1 * 1000):03d}Z"
 

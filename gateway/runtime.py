@@ -16,6 +16,7 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
+from . import logs
 from .connections import Connections
 from .mapping import MappingError, Provider
 from .settings import ConfigError
@@ -63,12 +64,13 @@ class Runtime:
             fresh = self.build(self.current)
         except (ConfigError, MappingError) as exc:
             self.refused += 1
-            log.error("reload (%s) refused, the last good configuration keeps serving: %s", why, exc)
+            log.error("reload (%s) refused, the last good configuration keeps serving: %s", why, exc,
+                      extra=logs.event("reload_refused"))
             return False
         self.current = fresh
         self.reloads += 1
         log.info("reloaded (%s): %d provider mapping(s) (%s), %d connection(s)", why, len(fresh.providers),
-                 ", ".join(sorted(fresh.providers)), len(fresh.connections))
+                 ", ".join(sorted(fresh.providers)), len(fresh.connections), extra=logs.event("reloaded"))
         return True
 
     async def watch(self) -> None:

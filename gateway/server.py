@@ -589,10 +589,11 @@ class Server:
             listener = await loop.create_server(lambda: _Connection(self), sock=self.sock, backlog=2048)
         else:
             listener = await loop.create_server(lambda: _Connection(self), *self.address, backlog=2048)
-        log.info("listening on http://%s:%d", *self.address)
+        log.info("listening on http://%s:%d", *self.address, extra=logs.event("listening"))
         ticker = loop.create_task(self._tick(stop))
         await stop.wait()
-        log.info("shutting down: no new connections; up to %g s for the calls under way", graceful_timeout)
+        log.info("shutting down: no new connections; up to %g s for the calls under way", graceful_timeout,
+                 extra=logs.event("shutting_down"))
         self.stopping = True
         listener.close()
         ticker.cancel()

@@ -40,6 +40,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from . import logs
+
 log = logging.getLogger("gateway")
 
 _KILL_AFTER = 10.0  # seconds past the graceful timeout a worker may take to exit before it is killed
@@ -116,7 +118,8 @@ def supervise(workers: int, host: str, port: int, serve_args: list[str], gracefu
                 continue
             worker.returncode = code = os.waitstatus_to_exitcode(wait_status)
             if not stopping:
-                log.error("worker %d exited unexpectedly (%s); stopping the others", pid, _described(code))
+                log.error("worker %d exited unexpectedly (%s); stopping the others", pid, _described(code),
+                          extra=logs.event("worker_died"))
                 status = code if code > 0 else 1
                 stop()
             elif code != 0 and status == 0:

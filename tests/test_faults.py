@@ -11,6 +11,7 @@ unreadable create answer, and no sockets left behind.
 """
 
 import concurrent.futures
+import json
 import time
 from collections.abc import Iterator
 
@@ -61,6 +62,8 @@ def gateway(fake: FakeFormation, tmp_path_factory: pytest.TempPathFactory) -> It
     assert "Traceback" not in log and "unexpected error" not in log, log
     assert "retrying: circuit open after 2 failed call(s) in a row" in log, log
     assert "breaker: circuit closed, the probe succeeded" in log, log
+    events = [json.loads(line) for line in log.splitlines() if '"event":"circuit_' in line]
+    assert {(e["event"], e["connection"]) for e in events} >= {("circuit_open", "retrying"), ("circuit_closed", "breaker")}
 
 
 def client_for(gateway: Server, token: str) -> httpx.Client:

@@ -41,6 +41,8 @@ def test_every_line_is_json_and_a_request_is_one_line_without_secrets(tmp_path: 
         fake.stop()
     lines = [json.loads(line) for line in log.splitlines() if line.strip()]  # every line JSON
     assert any(line["message"].startswith("listening on") for line in lines)
+    # Lifecycle lines name their event, for a collector to filter on.
+    assert [line["event"] for line in lines if "event" in line] == ["ready", "listening", "shutting_down"]
     requests = [line for line in lines if line["logger"] == "gateway.access"]
     create, retrieve, refusal = [r for r in requests if r["path"].startswith("/accounting/")]
     assert create["request_id"] == "trace-123" and create["time"].endswith("Z")

@@ -195,6 +195,7 @@ def test_a_refused_grant_is_said_once_and_not_asked_again(setup):
     assert setup.fake.count() == 0
     log = setup.stop(gateway)
     assert log.count("must be authorized again") == 1, log
+    assert log.count('"event":"token_refresh_refused"') == 1, log
 
 
 def test_client_credentials_with_the_client_in_the_body(tmp_path):

@@ -131,6 +131,7 @@ def test_a_broken_edit_changes_nothing_and_says_where(setup):
     assert f"refused, the last good configuration keeps serving: {setup.live}: $.objects.contacts.unify.nmae: " \
            "not a field of the unified" in log, log
     assert f"refused, the last good configuration keeps serving: connections file {setup.connections_file}" in log, log
+    assert log.count('"event":"reload_refused"') == 2, log
 
 
 def test_a_new_provider_and_connection_go_live_within_2_s(setup):
@@ -162,4 +163,5 @@ def test_sighup_reloads(setup):
     setup.server.process.send_signal(signal.SIGHUP)
     with setup.client() as c:
         wait_until(lambda: answer(c.get("/accounting/contacts/ok~hup"), 200)["name"] == "Hup Fake Contact")
-    assert "reloaded (SIGHUP)" in setup.stop()
+    log = setup.stop()
+    assert "reloaded (SIGHUP)" in log and '"event":"reloaded"' in log, log
