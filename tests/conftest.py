@@ -436,3 +436,23 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     except subprocess.TimeoutExpired:
         process.kill()
     process.stdout.close()
+
+
+def in_process(directory: Path, connections: str, mappings: dict[str, str] | None = None, **environ: str):
+    """The gateway in process (Starlette's TestClient, to enter with `with`): this
+    connections file, mapping files beside the bundled ones, providers reached
+    through httpx's own transport (so pytest-httpx answers for them)."""
+    from starlette.testclient import TestClient
+
+    from gateway.app import create_app
+    from gateway.settings import from_environ
+
+    (directory / "connections.yaml").write_text(connections)
+    environ = {"GATEWAY_API_KEYS": environ.pop("api_key", "k"), "GATEWAY_CONNECTIONS": str(directory / "connections.yaml"),
+               **environ}
+    if mappings:
+        (directory / "mappings").mkdir(exist_ok=True)
+        for name, text in mappings.items():
+            (directory / "mappings" / f"{name}.yaml").write_text(text)
+        environ["GATEWAY_MAPPINGS"] = str(directory / "mappings")
+    return TestClient(create_app(from_environ(environ), environ=environ, transport=httpx.AsyncHTTPTransport()))

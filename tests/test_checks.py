@@ -13,10 +13,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from conftest import in_process
 from starlette.testclient import TestClient
-
-from gateway.app import create_app
-from gateway.settings import from_environ
 
 API_KEY = "checks-key"
 TOKEN = "checks-connection"
@@ -75,13 +73,8 @@ objects:
 
 
 def client_for(tmp_path, context: dict) -> TestClient:
-    (tmp_path / "mappings").mkdir(exist_ok=True)
-    (tmp_path / "mappings" / "checked.yaml").write_text(MAPPING)
-    (tmp_path / "connections.yaml").write_text(json.dumps([{"token": TOKEN, "provider": "checked",
-                                                           "context": context}]))
-    environ = {"GATEWAY_API_KEYS": API_KEY, "GATEWAY_CONNECTIONS": str(tmp_path / "connections.yaml"),
-               "GATEWAY_MAPPINGS": str(tmp_path / "mappings")}
-    return TestClient(create_app(from_environ(environ), environ=environ, transport=httpx.AsyncHTTPTransport()))
+    connections = json.dumps([{"token": TOKEN, "provider": "checked", "context": context}])
+    return in_process(tmp_path, connections, {"checked": MAPPING}, api_key=API_KEY)
 
 
 @pytest.fixture
@@ -200,12 +193,7 @@ objects:
 
 @pytest.fixture
 def paged(tmp_path) -> Iterator[TestClient]:
-    (tmp_path / "mappings").mkdir()
-    (tmp_path / "mappings" / "paged.yaml").write_text(PAGED)
-    (tmp_path / "connections.yaml").write_text(f"- token: {TOKEN}\n  provider: paged\n")
-    environ = {"GATEWAY_API_KEYS": API_KEY, "GATEWAY_CONNECTIONS": str(tmp_path / "connections.yaml"),
-               "GATEWAY_MAPPINGS": str(tmp_path / "mappings")}
-    with TestClient(create_app(from_environ(environ), environ=environ, transport=httpx.AsyncHTTPTransport())) as c:
+    with in_process(tmp_path, f"- token: {TOKEN}\n  provider: paged\n", {"paged": PAGED}, api_key=API_KEY) as c:
         yield c
 
 
@@ -269,9 +257,7 @@ PAYMENT = {"invoice_id": "101", "account_id": "103", "contact_id": "1", "transac
 
 @pytest.fixture
 def providers(tmp_path) -> Iterator[TestClient]:
-    (tmp_path / "connections.yaml").write_text(PROVIDERS)
-    environ = {"GATEWAY_API_KEYS": API_KEY, "GATEWAY_CONNECTIONS": str(tmp_path / "connections.yaml")}
-    with TestClient(create_app(from_environ(environ), environ=environ, transport=httpx.AsyncHTTPTransport())) as c:
+    with in_process(tmp_path, PROVIDERS, api_key=API_KEY) as c:
         yield c
 
 

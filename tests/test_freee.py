@@ -22,7 +22,7 @@ import httpx
 import jmespath
 import msgspec
 import pytest
-from conftest import ROOT, Server, answer, clean_server, contact_input, openapi, run_sdk_client, seed
+from conftest import ROOT, Server, answer, clean_server, contact_input, in_process, openapi, run_sdk_client, seed
 from jmespath.exceptions import JMESPathTypeError
 from starlette.testclient import TestClient
 
@@ -213,13 +213,7 @@ objects:
 @pytest.fixture
 def nested(tmp_path) -> Iterator[TestClient]:
     """A provider of payments nested in invoices whose pages say their own size."""
-    (tmp_path / "mappings").mkdir()
-    (tmp_path / "mappings" / "nested.yaml").write_text(NESTED_MAPPING)
-    (tmp_path / "connections.yaml").write_text(f"- token: {TOKEN}\n  provider: nested\n")
-    environ = {"GATEWAY_API_KEYS": API_KEY, "GATEWAY_CONNECTIONS": str(tmp_path / "connections.yaml"),
-               "GATEWAY_MAPPINGS": str(tmp_path / "mappings")}
-    app = create_app(from_environ(environ), environ=environ, transport=httpx.AsyncHTTPTransport())
-    with TestClient(app) as c:
+    with in_process(tmp_path, f"- token: {TOKEN}\n  provider: nested\n", {"nested": NESTED_MAPPING}, api_key=API_KEY) as c:
         yield c
 
 

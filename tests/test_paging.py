@@ -173,10 +173,9 @@ def test_previous_steps_back_a_limit_and_not_before_the_start():
 # -- link paging through the gateway, with the provider mocked ---------------------------------
 
 import httpx  # noqa: E402
+from conftest import in_process  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
-from gateway.app import create_app  # noqa: E402
-from gateway.settings import from_environ  # noqa: E402
 
 PAGED = """\
 provider: paged
@@ -197,14 +196,10 @@ H = {"x-api-key": "k", "x-connection-token": "t"}
 def gateway_for(tmp_path, style: str, query: str, next: str = "next", max_limit: int = 100,
                 page_size: int | None = None) -> TestClient:
     """The gateway in process, in front of a mocked provider paged this way."""
-    (tmp_path / "m").mkdir()
     mapping = PAGED.replace("STYLE", style).replace("QUERY", query).replace("NEXT", next).replace("MAX", str(max_limit))
     mapping = mapping.replace("SIZE", "null" if page_size is None else str(page_size))
-    (tmp_path / "m" / "paged.yaml").write_text(mapping)
-    (tmp_path / "c.yaml").write_text("- {token: t, provider: paged, credentials: {token: secret}}\n")
-    env = {"GATEWAY_API_KEYS": "k", "GATEWAY_CONNECTIONS": str(tmp_path / "c.yaml"),
-           "GATEWAY_MAPPINGS": str(tmp_path / "m"), "GATEWAY_CURSOR_SECRET": "s"}
-    return TestClient(create_app(from_environ(env), environ=env, transport=httpx.AsyncHTTPTransport()))
+    return in_process(tmp_path, "- {token: t, provider: paged, credentials: {token: secret}}\n", {"paged": mapping},
+                      GATEWAY_CURSOR_SECRET="s")
 
 
 @pytest.fixture
