@@ -21,6 +21,7 @@ import httpx
 import jmespath
 import msgspec
 import pytest
+import yaml
 from conftest import ROOT, Server, answer, clean_server, contact_input, openapi, run_sdk_client, seed
 from fake_oauth import CLIENT_ID, CLIENT_SECRET, FakeTokens
 from jmespath.exceptions import JMESPathTypeError
@@ -83,36 +84,17 @@ def gateway(prism, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
     mappings.mkdir()
     shutil.copy(MAPPING, mappings / MAPPING.name)
     connections = directory / "connections.yaml"
-    connections.write_text(f"""\
-- token: {TOKEN}
-  name: xero-prism
-  provider: xero
-  base_url: {prism.url}
-  token_url: {tokens.url}
-  credentials:
-    client_id: {CLIENT_ID}
-    client_secret: {CLIENT_SECRET}
-    refresh_token: {tokens.issue_refresh_token()}
-    access_token: ${{XERO_TEST_ACCESS_TOKEN}}
-    expires_at: "2099-01-01T00:00:00Z"   # valid: the token endpoint is never asked
-  context:
-    tenant_id: "{TENANT_ID}"
-    currency: NZD                        # the example organisation's base currency
-- token: {WITH_ACCOUNTS}
-  provider: xero
-  base_url: {prism.url}
-  token_url: {tokens.url}
-  credentials:
-    client_id: {CLIENT_ID}
-    client_secret: {CLIENT_SECRET}
-    refresh_token: {tokens.issue_refresh_token()}
-    access_token: ${{XERO_TEST_ACCESS_TOKEN}}
-    expires_at: "2099-01-01T00:00:00Z"
-  context:
-    tenant_id: "{TENANT_ID}"
-    currency: NZD
-    sales_account_code: "200"
-""", encoding="utf-8")
+    def connection(token: str, **context: str) -> dict:
+        return {"token": token, "provider": "xero", "base_url": prism.url, "token_url": tokens.url,
+                # valid: the token endpoint is never asked
+                "credentials": {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
+                                "refresh_token": tokens.issue_refresh_token(),
+                                "access_token": "${XERO_TEST_ACCESS_TOKEN}", "expires_at": "2099-01-01T00:00:00Z"},
+                # NZD: the example organisation's base currency
+                "context": {"tenant_id": TENANT_ID, "currency": "NZD", **context}}
+
+    connections.write_text(yaml.safe_dump([{**connection(TOKEN), "name": "xero-prism"},
+                                           connection(WITH_ACCOUNTS, sales_account_code="200")]), encoding="utf-8")
     server = clean_server(["serve"], {"GATEWAY_API_KEYS": API_KEY, "GATEWAY_CONNECTIONS": str(connections),
                                       "GATEWAY_MAPPINGS": str(mappings), "XERO_TEST_ACCESS_TOKEN": ACCESS_TOKEN})
     yield server
