@@ -70,6 +70,7 @@ CREATED_AT = 1640995200
 SCENARIOS = ("create", "list", "retrieve")
 PATHS = ("direct", "nginx", "bare", "gateway", "nginx2", "gateway2")
 # Whose throughput a path's is compared with: the nginx of as many worker processes.
+GATEWAYS = ("gateway", "gateway2")  # the paths that answer /metrics
 REFERENCE = {"bare": "nginx", "gateway": "nginx", "gateway2": "nginx2"}
 WORKERS = {"nginx2": 2, "gateway2": 2}
 
@@ -562,6 +563,9 @@ class Results:
     rss_after_kib: int = 0
     peak_kib: int = 0
     gateway_requests: int = 0
+    # Answers wrk counted from each gateway path, and what its /metrics counted meanwhile.
+    answered: dict[str, int] = field(default_factory=dict)
+    counted: dict[str, float] = field(default_factory=dict)
 
 
 def median(runs: list[Run], value) -> float:
@@ -599,6 +603,22 @@ def table(results: Results, high: int) -> str:
     return "\n".join(rows)
 
 
+def metrics_requests(port: int) -> float:
+    """The gateway's own count of unified calls answered: gateway_requests_total over every series."""
+    status, raw = get(port, "/metrics")
+    if status != 200:
+        raise SystemExit(f"bench: /metrics answered {status}")
+    return sum(float(line.rsplit(" ", 1)[1]) for line in raw.decode().splitlines()
+               if line.startswith("gateway_requests_total{"))
+
+
+def metrics_line(results: Results) -> str:
+    return ("`/metrics` under this load (gateway_requests_total, every series): " + "; ".join(
+        f"`{path}` {results.counted[path]:,.0f}, wrk counted {results.answered[path]:,} answers"
+        + (" (summed over its two workers)" if path == "gateway2" else "") for path in GATEWAYS) +
+        ". A run's last calls under way when wrk stops are answered but not counted by wrk.")
+
+
 def process_table(results: Results) -> str:
     return "\n".join([
         "| gateway start to ready | RSS when ready | RSS after "
@@ -621,6 +641,8 @@ def benchmark(args, wrk: str, workdir: Path, ports: dict[str, int], gateway: Pro
             call = every[scenario, path]
             status, raw = get(ports[path], call.path, call.headers, call.method, call.body)
             check_answer(scenario, path, status, raw, args.page_size)
+            if path in GATEWAYS:
+                results.answered[path] = results.answered.get(path, 0) + 1
     for round_ in range(1, args.rounds + 1):
         for scenario in SCENARIOS:
             for path in PATHS:
@@ -629,16 +651,23 @@ def benchmark(args, wrk: str, workdir: Path, ports: dict[str, int], gateway: Pro
                     warm = run_wrk(wrk, workdir, ports[path], call, args.connections, args.threads, args.warmup)
                     if path == "gateway":
                         results.gateway_requests += warm.requests
+                    if path in GATEWAYS:
+                        results.answered[path] += warm.requests
                 for conns in (args.connections, 1):
                     run = run_wrk(wrk, workdir, ports[path], call, conns, args.threads, args.duration, pids[path])
                     results.runs.setdefault((scenario, path, conns), []).append(run)
                     if path == "gateway":
                         results.gateway_requests += run.requests
+                    if path in GATEWAYS:
+                        results.answered[path] += run.requests
                     print(f"  {round_}/{args.rounds} {scenario:8} {path:7} c={conns:<3} {run.rps:>9,.0f} req/s  "
                           f"p50 {ms(run.latency_us['p50']):>10}  p99 {ms(run.latency_us['p99']):>10}"
                           + (f"  errors {run.errors}" if run.error_count else ""), file=sys.stderr, flush=True)
     status = proc_status(gateway.pid)
     results.rss_after_kib, results.peak_kib = status["VmRSS"], status["VmHWM"]
+    # Workers share their figures every second (gateway/metrics.py's SHARE_SECONDS): wait for the last share.
+    time.sleep(1.5)
+    results.counted = {path: metrics_requests(ports[path]) for path in GATEWAYS}
     wall = time.perf_counter() - before[0]
     other = (busy_ticks() - before[1]) - (own_ticks(list(pids.values())) - before[2])
     results.other_cores = max(0.0, other / os.sysconf("SC_CLK_TCK") / wall)
@@ -810,7 +839,7 @@ def main(argv: list[str] | None = None) -> int:
             "",
             f"{when}; {machine()}.",
             f"{versions(nginx, wrk)}.",
-            f"Gateway {gateway_revision()}; `gateway serve` (default log level, no access log), one process, "
+            f"Gateway {gateway_revision()}; `gateway serve` with its defaults (a JSON access line a request), one process, "
             "and two workers for `gateway2`.",
             f"wrk: {args.rounds} round(s), each running every scenario through every path for {args.duration:g} s "
             f"at each concurrency (after {args.warmup:g} s of warm-up per path before the first); c={high} with "
@@ -832,6 +861,8 @@ def main(argv: list[str] | None = None) -> int:
             table(results, high),
             "",
             process_table(results),
+            "",
+            metrics_line(results),
             *([""] + warnings if warnings else []),
             "",
         ])
@@ -850,6 +881,8 @@ def main(argv: list[str] | None = None) -> int:
                 "gateway_process": {"ready_seconds": results.ready_seconds, "rss_ready_kib": results.rss_ready_kib,
                                     "rss_after_kib": results.rss_after_kib, "peak_rss_kib": results.peak_kib,
                                     "requests": results.gateway_requests},
+                "metrics": {path: {"counted": results.counted[path], "wrk_answers": results.answered[path]}
+                            for path in GATEWAYS},
             }, indent=2), encoding="utf-8")
         return 1 if erred else 0
     finally:

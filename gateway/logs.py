@@ -10,8 +10,10 @@ No credential, API key, connection token, access or refresh token, nor any
 request or response body, is ever one of them.
 """
 
+import asyncio
 import contextvars
 import logging
+import sys
 import time
 from typing import Any
 
@@ -54,6 +56,49 @@ class JsonLines(logging.Formatter):
 
 
 _encode = msgspec.json.Encoder(enc_hook=str).encode
+
+
+class AccessLines:
+    """The access log's lines (logger `gateway.access`), written where the one
+    handler `configure` set writes JSON to standard error, as it would write
+    them but without the logging module: a LogRecord, a look up the stack for
+    its caller and a flushed write for each line cost a quarter of the
+    gateway's requests a second at concurrency 32 (measured with wrk). A
+    turn's lines are written together at its end, like the outbox's answers.
+    Anywhere else (text for people, a level above info, tests' own handlers)
+    a line goes through logging as any other."""
+
+    __slots__ = ("direct", "held", "second", "stamp")
+
+    def __init__(self) -> None:
+        handlers = logging.getLogger().handlers
+        self.direct = (_access.isEnabledFor(logging.INFO) and not _access.handlers and len(handlers) == 1
+                       and isinstance(handlers[0].formatter, JsonLines) and getattr(handlers[0], "stream", None) is sys.stderr)
+        self.held: list[bytes] = []
+        self.second, self.stamp = -1, ""
+
+    def write(self, fields: dict[str, Any], loop: asyncio.AbstractEventLoop) -> None:
+        if not self.direct:
+            _access.info("request", extra={"fields": fields})
+            return
+        now = time.time()
+        if int(now) != self.second:  # the date and time to the second, once a second
+            self.second = int(now)
+            self.stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(self.second))
+        if not self.held:
+            loop.call_soon(self.flush)
+        self.held.append(_encode({"time": f"{self.stamp}.{int(now % 1 * 1000):03d}Z", "level": "info",
+                                  "logger": "gateway.access", "message": "request", **fields}))
+
+    def flush(self) -> None:
+        if self.held:
+            lines, self.held = self.held, []
+            sys.stderr.flush()  # what logging wrote first goes first
+            sys.stderr.buffer.write(b"\n".join(lines) + b"\n")
+            sys.stderr.buffer.flush()
+
+
+_access = logging.getLogger("gateway.access")
 
 
 class Text(logging.Formatter):

@@ -35,7 +35,6 @@ from .errors import GatewayError, internal_error
 from .outbox import Outbox
 
 log = logging.getLogger("gateway")
-access = logging.getLogger("gateway.access")
 
 MAX_HEADER_BYTES = 64 * 1024
 # Apache's LimitRequestFields: each field costs Python objects well beyond its bytes.
@@ -336,21 +335,21 @@ class _Connection(asyncio.Protocol):
         finally:
             self.server.tasks.discard(self.task)
             self.task = None
-        if self.server.access_log:
+        if self.server.access is not None:
             fields.update(status=exchange.status, duration_ms=round((time.monotonic() - request.started) * 1000, 3))
-            access.info("request", extra={"fields": fields})
+            self.server.access.write(fields, self.loop)
         self._next()
 
     def _refuse(self, error: GatewayError) -> None:
         """Answer a request the parser refused, after those before it, and close."""
-        if self.server.access_log:  # a line like any request's: the path is no route's
+        if self.server.access is not None:  # a line like any request's: the path is no route's
             request = self.current
             scope = request.scope if request is not None else {}
             started = request.started if request is not None else time.monotonic()
-            access.info("request", extra={"fields": {
+            self.server.access.write({
                 "request_id": _request_id(scope.get("headers", self.headers)), "method": scope.get("method") or self._method(),
                 "path": logs.UNMATCHED, "status": error.status, "error": error.code,
-                "duration_ms": round((time.monotonic() - started) * 1000, 3)}})
+                "duration_ms": round((time.monotonic() - started) * 1000, 3)}, self.loop)
         self.transport.pause_reading()
         self.current = None
         self.last = True
@@ -570,7 +569,7 @@ class Server:
         self.keep_alive = keep_alive  # an idle connection is closed after this
         self.request_timeout = request_timeout  # a request must arrive whole within this of its first byte
         self.send_timeout = send_timeout  # a client may leave answers unread for this long
-        self.access_log = access_log
+        self.access = logs.AccessLines() if access_log else None
         self.connections: set[_Connection] = set()
         self.tasks: set[asyncio.Task] = set()
         self.clock = _Clock()
@@ -611,6 +610,8 @@ class Server:
             conn._close()
         await listener.wait_closed()
         await lifespan.shutdown()
+        if self.access is not None:
+            self.access.flush()
 
     async def _tick(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

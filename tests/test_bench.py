@@ -61,3 +61,11 @@ def test_bench_runs_end_to_end(tmp_path: Path):
     assert process, report
     ready, rss_ready, rss_after, peak = map(float, process.groups())
     assert ready > 0 and rss_ready > 0 and rss_after > 0 and peak >= rss_after
+
+    # /metrics moved under the load, by what wrk saw answered, also summed over two workers: at most a
+    # run's calls under way when wrk stopped (32 each, 2 rounds of 3 scenarios at 2 concurrencies) more.
+    counts = {path: (counted, answered) for path, counted, answered
+              in re.findall(r"`(gateway2?)` ([\d,]+), wrk counted ([\d,]+) answers", report)}
+    assert set(counts) == {"gateway", "gateway2"}, report
+    for path, (counted, answered) in ((p, map(_number, counts[p])) for p in counts):
+        assert answered > 0 and answered <= counted <= answered + 2 * 3 * 2 * 32, (path, counted, answered)

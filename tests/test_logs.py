@@ -93,3 +93,15 @@ def test_a_request_refused_before_any_route_and_a_path_no_route_has_are_lines_to
     ], requests
     assert all(r["request_id"] for r in lines if r["logger"] == "gateway.access")
     assert "secret-" not in log
+
+
+def test_text_lines_for_people_carry_the_same_fields():
+    server = clean_server(["serve", "--log-format", "text"])
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as c:
+            assert c.get("/accounting/contacts", headers={"x-request-id": "text-1"}).status_code == 401
+    finally:
+        log = server.stop()
+    line = next(line for line in log.splitlines() if "request_id=text-1" in line)
+    assert " INFO gateway.access: request " in line and "status=401" in line and "error=" in line, line
+    assert not log.lstrip().startswith("{"), "no JSON for people"
