@@ -334,6 +334,19 @@ def compile_template(template: Any, key: str) -> Expression:
     return compile_expression(_source(template, key), key)
 
 
+def leaves(template: Any, key: str) -> Iterator[tuple[str, Expression]]:
+    """A template's expressions, each with its own key: where a mistake in one is reported."""
+    if isinstance(template, str):
+        if not template.startswith("="):
+            yield key, compile_expression(template, key)
+    elif isinstance(template, dict):
+        for name, value in template.items():
+            yield from leaves(value, f"{key}.{name}")
+    elif isinstance(template, list):
+        for i, value in enumerate(template):
+            yield from leaves(value, f"{key}[{i}]")
+
+
 def strip_nulls(value: Any) -> Any:
     """Drop null members, and objects left empty by that: providers read a
     present null as "clear this field", which a mapping never means."""

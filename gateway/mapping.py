@@ -18,7 +18,7 @@ import yaml
 SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 from .errors import did_you_mean
-from .expressions import ExpressionError, calls, compile_expression, compile_template, context_reads, reads
+from .expressions import ExpressionError, calls, compile_expression, compile_template, context_reads, leaves, reads
 from .functions import Functions
 from .models import OBJECTS, Model
 from .operation import Operation
@@ -485,16 +485,20 @@ def _check(spec: MappingFile, headers: dict[str, Any], objects: dict[str, "Provi
     the rest come back as warnings."""
     request_side = [(f"$.headers.{k}", e, ("context",)) for k, e in headers.items()]
     other = []
+    unify = [leaf for name, obj in spec.objects.items() for leaf in leaves(obj.unify, f"$.objects.{name}.unify")]
     for obj in objects.values():
         for ops in obj.operations.values():
             for op in ops:
-                request_side += [(op.key, e, DOCUMENT) for e in (op.when, op.query, op.headers, op.body) if e is not None]
+                unify += leaves(op.spec.unify, f"{op.key}.unify")
+                if op.when is not None:
+                    request_side.append((f"{op.key}.when", op.when, DOCUMENT))
                 for part in ("query", "headers", "body"):
-                    expression = getattr(op, part)
-                    if expression is not None and any(name == "to_number" for name, _ in calls(expression)):
-                        raise ExpressionError(f"{op.key}.{part}", "to_number() gives null for what it cannot read, and the "
-                                                                  "provider would never see the field: use number() or "
-                                                                  "integer(), which refuse it with a 422 naming the field")
+                    for key, expression in leaves(getattr(op.spec, part), f"{op.key}.{part}"):
+                        if any(name == "to_number" for name, _ in calls(expression)):
+                            raise ExpressionError(key, "to_number() gives null for what it cannot read, and the "
+                                                       "provider would never see the field: use number() or "
+                                                       "integer(), which refuse it with a 422 naming the field")
+                        request_side.append((key, expression, DOCUMENT))
                 request_side += [(c.key, c.required, DOCUMENT) for c in op.checks if not isinstance(c.required, bool)]
                 for e in op.path:
                     if not isinstance(e, str):
@@ -503,16 +507,16 @@ def _check(spec: MappingFile, headers: dict[str, Any], objects: dict[str, "Provi
                                                                     "from the request: name a member, e.g. {id}")
                         request_side.append((f"{op.key}.path", e, DOCUMENT))
                 other += [(op.key, e) for e in (op.record, op.records, op.total, op.next, op.count, op.more) if e is not None]
-                other.append((op.unifier.key, op.unifier.expression))
-                for path in reads(op.unifier.expression):
-                    if path[:1] == ("context",):
-                        raise ExpressionError(op.unifier.key, f"reads context.{'.'.join(path[1:])}, but unify reads a "
-                                                              f"provider record: use context('{path[1] if len(path) > 1 else 'key'}')")
-                    # `id` is a record's own field in every provider; a member of these never is.
-                    if path[0:1] in (("body",), ("query",), ("page",)) and len(path) > 1:
-                        raise ExpressionError(op.unifier.key, f"reads {'.'.join(path)}, a member of the request document, "
-                                                              "but unify reads a provider record: the record's own "
-                                                              "fields, e.g. id, name")
+    for key, expression in unify:
+        other.append((key, expression))
+        for path in reads(expression):
+            if path[:1] == ("context",):
+                raise ExpressionError(key, f"reads context.{'.'.join(path[1:])}, but unify reads a provider record: "
+                                           f"use context('{path[1] if len(path) > 1 else 'key'}')")
+            # `id` is a record's own field in every provider; a member of these never is.
+            if path[0:1] in (("body",), ("query",), ("page",)) and len(path) > 1:
+                raise ExpressionError(key, f"reads {'.'.join(path)}, a member of the request document, but unify "
+                                           "reads a provider record: the record's own fields, e.g. id, name")
     for key, expression, roots in request_side:
         for path in reads(expression):
             if path and path[0] not in roots:

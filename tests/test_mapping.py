@@ -407,8 +407,8 @@ def test_ignored_fields_of_a_filter_over_a_list_of_strings(tmp_path):
 
 
 @pytest.mark.parametrize("where, expression, key", [
-    ("query", "context.region", "$.objects.contacts.list"),
-    ("unify", "context('region')", "$.objects.contacts.unify"),
+    ("query", "context.region", "$.objects.contacts.list.query.region"),
+    ("unify", "context('region')", "$.objects.contacts.unify.company_info_id"),
 ])
 def test_a_context_key_read_but_not_declared_is_refused(tmp_path, where, expression, key):
     def change(spec):
@@ -442,29 +442,33 @@ def _set(path: str, value):
 
 
 @pytest.mark.parametrize("path, value, key, reason", [
-    ("objects.contacts.unify.name", "to_strin(name)", "$.objects.contacts.unify",
+    # each mistake named by the template's own key: the leaf it is in
+    ("objects.contacts.unify.name", "to_strin(name)", "$.objects.contacts.unify.name",
      "unknown function to_strin(); did you mean 'to_string'?"),
-    ("objects.contacts.unify.name", "to_string(name, name)", "$.objects.contacts.unify",
+    ("objects.contacts.unify.name", "to_string(name, name)", "$.objects.contacts.unify.name",
      "to_string() takes 1 argument(s), not 2"),
-    ("objects.contacts.unify.status", "to_unified(status, 'statuz')", "$.objects.contacts.unify",
+    ("objects.contacts.unify.status", "to_unified(status, 'statuz')", "$.objects.contacts.unify.status",
      "to_unified() names the value map 'statuz', which `values` does not hold; did you mean 'status'?"),
-    ("objects.contacts.list.query", {"offset": "paeg.offset"}, "$.objects.contacts.list",
+    ("objects.contacts.list.query", {"offset": "paeg.offset"}, "$.objects.contacts.list.query.offset",
      "reads 'paeg', which the request document does not hold: it holds body, id, query, page, context; did you mean 'page'?"),
-    ("objects.contacts.list.query", {"offset": "page.numbr"}, "$.objects.contacts.list",
+    ("objects.contacts.list.query", {"offset": "page.numbr"}, "$.objects.contacts.list.query.offset",
      "reads page.numbr, which a page does not hold; did you mean 'number'?"),
     ("objects.contacts.retrieve.path", "/contacts/{`7`}", "$.objects.contacts.retrieve.path",
      "the placeholder {`7`} reads nothing from the request"),
     ("objects.contacts.retrieve.path", "/contacts/{idd}", "$.objects.contacts.retrieve.path",
      "reads 'idd', which the request document does not hold"),
-    ("objects.contacts.unify.name", "context.region", "$.objects.contacts.unify",
+    ("objects.contacts.unify.name", "context.region", "$.objects.contacts.unify.name",
      "reads context.region, but unify reads a provider record: use context('region')"),
-    ("objects.contacts.create.body", {"n": "to_number(body.name)"}, "$.objects.contacts.create.body",
+    ("objects.contacts.create.body", {"n": "to_number(body.name)"}, "$.objects.contacts.create.body.n",
      "to_number() gives null for what it cannot read"),
     # the request document's members are no record's: unify reads the provider's record
-    ("objects.contacts.unify.name", "body.name", "$.objects.contacts.unify",
+    ("objects.contacts.unify.name", "body.name", "$.objects.contacts.unify.name",
      "reads body.name, a member of the request document, but unify reads a provider record"),
-    ("objects.contacts.unify.name", "page.limit || name", "$.objects.contacts.unify", "reads page.limit"),
-    ("objects.contacts.unify.name", "query.q", "$.objects.contacts.unify", "reads query.q"),
+    ("objects.contacts.unify.name", "page.limit || name", "$.objects.contacts.unify.name", "reads page.limit"),
+    ("objects.contacts.unify.name", "query.q", "$.objects.contacts.unify.name", "reads query.q"),
+    # in a nested template, the whole way down
+    ("objects.contacts.create.body", {"billing": {"tax": [{"id": "bdy.tax_number"}]}},
+     "$.objects.contacts.create.body.billing.tax[0].id", "reads 'bdy', which the request document does not hold"),
 ])
 def test_a_mistake_no_single_expression_shows_is_refused_at_load(tmp_path, path, value, key, reason):
     message = load_error(broken(tmp_path, _set(path, value)))
