@@ -18,6 +18,9 @@ LOG_LEVELS = ["critical", "error", "warning", "info", "debug"]
 
 
 def _serve(args: argparse.Namespace) -> int:
+    # A reload asked for while starting would end the process (SIGHUP's default): until the
+    # runtime (or the supervisor) takes SIGHUP over, the files it loads are the latest.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     from . import server, workers
     from .app import create_app
     from .settings import from_environ
@@ -25,8 +28,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.workers > 1 and args.listen_fd is None:
         return workers.supervise(args.workers, args.host, args.port, _worker_args(args), args.graceful_timeout)
     sock = parent = None
-    if args.listen_fd is not None:  # a worker: its supervisor passes SIGHUP on as soon as the worker is up
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until then, the files it loads are the latest
+    if args.listen_fd is not None:  # a worker: its supervisor passes SIGHUP on
         sock, parent = socket.socket(fileno=args.listen_fd), os.getppid()
     try:
         settings = from_environ()

@@ -9,7 +9,11 @@ and connection go live within 2 s; an unchanged connection keeps its state
 """
 
 import concurrent.futures
+import os
+import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from conftest import answer, clean_server
+from conftest import ROOT, answer, clean_server, free_port
 from fake_provider import GATEWAY_KEY, FakeFormation, gateway_env, write_connections, write_mapping
 
 GOES_LIVE = 2.0  # seconds an edit may take to serve
@@ -165,3 +169,35 @@ def test_sighup_reloads(setup):
         wait_until(lambda: answer(c.get("/accounting/contacts/ok~hup"), 200)["name"] == "Hup Fake Contact")
     log = setup.stop()
     assert "reloaded (SIGHUP)" in log and '"event":"reloaded"' in log, log
+
+
+def test_a_sighup_while_starting_does_not_end_the_gateway(tmp_path, fake):
+    """SIGHUP's default ends a process: one sent by an eager reload script while the
+    gateway still loads its files must not take it down."""
+    mappings = tmp_path / "mappings"
+    write_mapping(mappings, "formation_live")
+    connections = tmp_path / "connections.yaml"
+    write_connections(connections, {"live": ("formation_live", fake.url)})
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    process = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--port", str(port)], cwd=ROOT,
+                               env={**env, **gateway_env(mappings, connections)},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        status = Path(f"/proc/{process.pid}/status")
+        deadline = time.monotonic() + 15
+        while not int(re.search(r"SigIgn:\s*([0-9a-f]+)", status.read_text()).group(1), 16) & (1 << (signal.SIGHUP - 1)):
+            assert process.poll() is None and time.monotonic() < deadline, "SIGHUP never ignored while starting"
+            time.sleep(0.001)
+        process.send_signal(signal.SIGHUP)  # while it starts
+        def serving() -> bool:
+            assert process.poll() is None, "the SIGHUP ended it"
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(serving, within=30)
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
