@@ -171,7 +171,7 @@ class Reach:
     """What of a body one operation carries: compiled at load from the reads of
     its `when`, path, query, headers and body (the `when` as a test)."""
 
-    __slots__ = ("root", "carried", "everything")
+    __slots__ = ("root", "carried", "tested", "everything")
 
     def __init__(self, reads: Iterable[Read]):
         self.root = _Node()
@@ -183,7 +183,9 @@ class Reach:
         body = self.root.fields.get("body")
         # The common case, decided without a walk: every field read whole, unconditionally.
         self.everything = () in self.root.whole or (body is not None and () in body.whole)
-        self.carried = frozenset(name for name, node in (body.fields.items() if body else ()) if () in node.whole)
+        fields = body.fields.items() if body else ()
+        self.carried = frozenset(name for name, node in fields if () in node.whole)
+        self.tested = frozenset(name for name, node in fields if () in node.tests)  # a boolean's value carried
 
     @classmethod
     def of(cls, when: Expression | None, others: Iterable[Expression]) -> "Reach":
@@ -195,7 +197,13 @@ class Reach:
     def ignored(self, doc: dict, options: Options | None = None) -> list[str]:
         """Paths (`$.memo`, `$.line_items[0].type`) of the non-empty body fields this request does not carry."""
         body = doc.get("body")
-        if not isinstance(body, dict) or self.everything or self.carried.issuperset(body):
+        if not isinstance(body, dict) or self.everything:
+            return []
+        # The common case, decided without a walk: each field carried whole, a
+        # boolean tested, or empty, whatever any branch takes (as the walk finds).
+        carried, tested = self.carried, self.tested
+        if all(name in carried or (name in tested and (value is True or value is False)) or _empty(value)
+               for name, value in body.items()):
             return []
         walk = _Walk(doc, options)
         walk.within(body, [self.root.fields["body"]] if "body" in self.root.fields else [], "$", [doc, body])
