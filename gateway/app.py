@@ -15,7 +15,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Match, Mount, Route
+from starlette.routing import Mount, Route
 
 from . import auth, connections, idempotency, logs, mapping, metrics, sandbox, tracing
 from .connections import ApiKeys, ConnectionEntry, Connections
@@ -54,20 +54,19 @@ class App:
     def __init__(self, gateway: Gateway, starlette: Starlette):
         self.gateway = gateway
         self.starlette = starlette
+        self.routes = frozenset(route.path for route in starlette.routes if isinstance(route, Route))
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http":
-            if scope["path"].startswith(PREFIX):
+            path = scope["path"]
+            if path.startswith(PREFIX):
                 return await self.gateway(scope, receive, send)
-            logs.note(path=self._template(scope))
+            # What the log says: a route's path (an asset's is its mount's), or no route's.
+            logs.note(path=path if path in self.routes else _ASSET if path.startswith(ASSETS + "/") else logs.UNMATCHED)
         return await self.starlette(scope, receive, send)
 
-    def _template(self, scope: dict) -> str:
-        """The route a path takes (an asset's path is the route's): what the log says."""
-        for route in self.starlette.routes:
-            if route.matches(scope)[0] is not Match.NONE:
-                return f"{route.path}/{{path}}" if isinstance(route, Mount) else route.path
-        return logs.UNMATCHED
+
+_ASSET = f"{ASSETS}/{{path}}"
 
 
 def create_app(settings: Settings | None = None, environ: Mapping[str, str] = os.environ,

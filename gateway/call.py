@@ -5,10 +5,14 @@ from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl
 
 from .errors import bad_request
+from .logs import UNMATCHED
+from .models import OBJECTS
 
 PREFIX = "/accounting/"
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
+# Each unified path as logs, metrics and traces name it (a collection's, a record's): never an id.
+_TEMPLATES = {name: (f"{PREFIX}{name}", f"{PREFIX}{name}/{{id}}") for name in OBJECTS}
 
 
 class Call:
@@ -37,6 +41,12 @@ class Call:
         # The last of repeated parameters, as Starlette's query_params.
         self.query = dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True)) if query else {}
         self.receive = receive
+
+    def template(self) -> str:
+        """The path as logs and traces name it; a path no route has is one word, never
+        as sent: it may hold anything (a newline, a secret, a new word a request)."""
+        found = None if self.nested else _TEMPLATES.get(self.object)
+        return found[self.id != ""] if found else UNMATCHED
 
     def header(self, name: bytes) -> str | None:
         value = self._headers.get(name)

@@ -15,7 +15,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from . import logs, metrics
-from .call import PREFIX, Call
+from .call import Call
 from .connections import ApiKeys, Connection
 from .errors import GatewayError, did_you_mean, internal_error, shutting_down
 from .listing import Listing
@@ -45,9 +45,7 @@ class Gateway:
         error answers, without a framework's layers, as this is the hot path."""
         call = Call(scope, receive)
         started, conn = time.monotonic(), None
-        # The path as a template: ids stay out of the log, and so does a path no route has.
-        logs.note(path=(logs.UNMATCHED if call.nested or not call.object else
-                        f"{PREFIX}{call.object}/{{id}}" if call.id else f"{PREFIX}{call.object}"))
+        logs.note(path=call.template())
         try:
             handler, obj = self._route(call)
             conn = self.runtime.current.connections.authorize(self.api_keys, call.header(b"x-api-key"),

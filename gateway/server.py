@@ -319,7 +319,8 @@ class _Connection(asyncio.Protocol):
 
     async def _answer(self, request: _Request) -> None:
         exchange = _Exchange(self, request)
-        fields = {"request_id": exchange.request_id, "method": request.scope["method"], "path": request.scope["path"]}
+        # The app names the path's route; until it does, the path is no route's.
+        fields = {"request_id": exchange.request_id, "method": request.scope["method"], "path": logs.UNMATCHED}
         logs.begin(fields)  # this task's: the app adds its own fields as it answers
         try:
             await self.server.app(request.scope, exchange.receive, exchange.send)

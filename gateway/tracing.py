@@ -22,8 +22,7 @@ from importlib.util import find_spec
 from typing import Any
 from urllib.parse import urlsplit
 
-from .call import PREFIX
-from .models import OBJECTS
+from .call import Call
 from .settings import ConfigError
 
 
@@ -58,12 +57,6 @@ def start() -> "Tracing | None":
     return Tracing(provider)
 
 
-def _template(path: str) -> str:
-    """The unified path as a template, its object only if the API has it (a span name's words are few)."""
-    obj, slash, _ = path[len(PREFIX):].partition("/")
-    return PREFIX + (obj if obj in OBJECTS else "{object}") + ("/{id}" if slash else "")
-
-
 class Tracing:
     def __init__(self, provider: Any):
         from opentelemetry import propagate, trace
@@ -80,7 +73,7 @@ class Tracing:
         async def traced(scope: dict, receive: Any, send: Any) -> None:
             carrier = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]
                        if name in (b"traceparent", b"tracestate")}
-            template = _template(scope["path"])
+            template = Call(scope, receive).template()
             status = 0
 
             async def sending(message: dict) -> None:

@@ -71,6 +71,7 @@ def test_a_request_refused_before_any_route_and_a_path_no_route_has_are_lines_to
             assert c.get("/accounting/contacts/a/secret-deeper-9b1d").json()["code"] == "no_such_path"
             unknown = c.put("/accounting/contact", json={})
             assert unknown.status_code == 404 and unknown.json()["code"] == "unknown_object", unknown.text
+            assert c.get("/accounting/con%0Atacts%20secret-line").json()["code"] == "unknown_object"
         host, port = server.url.removeprefix("http://").split(":")
         for raw in (b"GARBAGE\r\n\r\n", b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n"):
             with socket.create_connection((host, int(port)), timeout=10) as s:
@@ -87,7 +88,8 @@ def test_a_request_refused_before_any_route_and_a_path_no_route_has_are_lines_to
         ("GET", "/docs/assets/{path}", 404, None),
         ("GET", "(unmatched)", 404, None),
         ("GET", "(unmatched)", 404, "no_such_path"),
-        ("PUT", "/accounting/contact", 404, "unknown_object"),
+        ("PUT", "(unmatched)", 404, "unknown_object"),  # an object no route has is logged as none
+        ("GET", "(unmatched)", 404, "unknown_object"),  # nor can a newline in one forge a line
         (None, "(unmatched)", 400, "malformed_request"),
         ("GET", "(unmatched)", 431, "headers_too_large"),
     ], requests
