@@ -293,6 +293,17 @@ def test_an_amount_whose_currency_nobody_names_is_refused_naming_the_field_and_t
     assert (response.json()["path"], response.json()["context_key"]) == ("$.currency", "currency")
 
 
+@pytest.mark.parametrize("provider", ["xero", "quickbooks"])
+@pytest.mark.parametrize("path", ["/accounting/items", "/accounting/items/1"])
+def test_item_prices_without_the_base_currency_are_refused_naming_the_context_key(providers, httpx_mock, provider,
+                                                                                 path):
+    """Item prices name no currency: without the connection's, their minor units are unknown."""
+    response = providers.get(path, headers={"x-api-key": API_KEY, "x-connection-token": provider})
+    assert response.status_code == 422, response.text
+    assert response.json()["context_key"] == "currency" and response.json()["code"] == "invalid_request"
+    assert httpx_mock.get_requests() == []
+
+
 # -- freee's account items: what the unified account lacks, from field_mappings or the context ---------
 
 
