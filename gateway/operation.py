@@ -126,8 +126,7 @@ class Operation:
             paths = _locate(doc, exc.value, self.consumed)
             if not paths:  # not the caller's value: the mapping converts what it made itself
                 raise MappingBug(f"{self.key}.{part}", exc.reason) from None
-            raise RequestRefused([Violation(f"{p}: {exc.reason}", path=p if p.startswith("$") else None,
-                                            accepted=exc.accepted) for p in paths]) from None
+            raise RequestRefused([_violation_at(p, exc.reason, exc.accepted) for p in paths]) from None
         except JMESPathTypeError as exc:
             # The body's typed fields are checked before: only free-form ones
             # (field_mappings) can hold a value of the wrong type.
@@ -247,8 +246,9 @@ class Check:
 def _locate(doc: dict, value: Any, consumed: set) -> list[str]:
     """Where in the caller's request a value a function could not convert sits:
     in the body, the paths the operation reads first, then any; a part of a
-    string (split) if no whole value matches; else the path's id or a query
-    parameter. None: the value is no caller's, but the mapping's own."""
+    string (split) if no whole value matches; else the path's id, a query
+    parameter, or a context key the operation reads. None: the value is the
+    mapping's own."""
     if value is None:
         return []
     found: list[tuple[str, tuple, Any]] = []
@@ -273,7 +273,18 @@ def _locate(doc: dict, value: Any, consumed: set) -> list[str]:
             return read or [where for where, _ in matches]
     if doc.get("id") == value:
         return ["id"]
-    return [f"query.{name}" for name, v in (doc.get("query") or {}).items() if v == value]
+    return ([f"query.{name}" for name, v in (doc.get("query") or {}).items() if v == value]
+            or [f"context.{name}" for name, v in (doc.get("context") or {}).items()
+                if v == value and ("context", name) in consumed])
+
+
+def _violation_at(where: str, reason: str, accepted: list | None) -> Violation:
+    """A value that cannot be converted, where `_locate` found it: a body field, the
+    id or a query parameter (the caller's), or a connection's context key (its operator's)."""
+    if where.startswith("context."):
+        key = where.removeprefix("context.")
+        return Violation(f"the connection's context key {key}: {reason}", context_key=key, accepted=accepted)
+    return Violation(f"{where}: {reason}", path=where if where.startswith("$") else None, accepted=accepted)
 
 
 def _compile_path(template: str, key: str) -> list:

@@ -294,6 +294,20 @@ def test_an_amount_whose_currency_nobody_names_is_refused_naming_the_field_and_t
 
 
 @pytest.mark.parametrize("provider", ["xero", "quickbooks"])
+def test_a_context_value_that_cannot_be_converted_is_refused_naming_the_context_key(tmp_path, httpx_mock, provider):
+    """The operator's mistake, not the mapping's: a 422 saying which context key to mend, not a 500."""
+    connections = PROVIDERS.replace('tenant_id: t1}', 'tenant_id: t1, currency: usd}').replace(
+        'realm_id: "9341452"}', 'realm_id: "9341452", currency: usd}')
+    with in_process(tmp_path, connections, api_key=API_KEY) as client:
+        response = client.post("/accounting/payments", json={**PAYMENT, "total_amount": 5000},
+                               headers={"x-api-key": API_KEY, "x-connection-token": provider})
+    assert response.status_code == 422, response.text
+    assert response.json()["context_key"] == "currency" and response.json().get("path") is None
+    assert "'usd' is not an ISO 4217 currency" in response.json()["message"]
+    assert httpx_mock.get_requests() == []
+
+
+@pytest.mark.parametrize("provider", ["xero", "quickbooks"])
 @pytest.mark.parametrize("path", ["/accounting/items", "/accounting/items/1"])
 def test_item_prices_without_the_base_currency_are_refused_naming_the_context_key(providers, httpx_mock, provider,
                                                                                  path):
