@@ -19,7 +19,7 @@ SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 from .errors import did_you_mean
 from .expressions import ExpressionError, calls, compile_expression, compile_template, context_reads, leaves, reads
-from .functions import Functions
+from .functions import DATE_FORMATS, Functions
 from .models import OBJECTS, Model
 from .operation import Operation
 from .unify import Unifier
@@ -541,6 +541,9 @@ def _check(spec: MappingFile, headers: dict[str, Any], objects: dict[str, "Provi
                     raise ExpressionError(key, f"{name}() names the value map {table!r}, which `values` does not "
                                                f"hold{did_you_mean(table, spec.values) if spec.values else ''}")
                 used_maps.add(table)
+            if name in ("to_iso", "from_iso") and args[1]["type"] == "literal" and args[1]["value"] not in DATE_FORMATS:
+                raise ExpressionError(key, f"{name}() names the date format {args[1]['value']!r}, which is none"
+                                           f"{did_you_mean(str(args[1]['value']), DATE_FORMATS, 'formats')}")
         for name in sorted(context_reads(expression) - spec.context.keys()):
             declared = ", ".join(sorted(spec.context)) or "none"
             raise ExpressionError(key, f"reads context key {name!r}, which the mapping's `context` does not declare "
