@@ -334,11 +334,12 @@ def compile_template(template: Any, key: str) -> Expression:
     return compile_expression(_source(template, key), key)
 
 
-def leaves(template: Any, key: str) -> Iterator[tuple[str, Expression]]:
-    """A template's expressions, each with its own key: where a mistake in one is reported."""
+def leaves(template: Any, key: str) -> Iterator[tuple[str, ParsedResult]]:
+    """A template's expressions, parsed (checked, never run), each with its own key:
+    where a mistake in one is reported."""
     if isinstance(template, str):
         if not template.startswith("="):
-            yield key, compile_expression(template, key)
+            yield key, _parse(template, key)
     elif isinstance(template, dict):
         for name, value in template.items():
             yield from leaves(value, f"{key}.{name}")
@@ -446,7 +447,7 @@ def field_path(node: dict) -> tuple[str, ...] | None:
     return None
 
 
-def context_reads(expression: Expression) -> set[str]:
+def context_reads(expression: Expression | ParsedResult) -> set[str]:
     """The connection context keys an expression reads: `context.X` in the
     request document, or `context('X')` where the document has no `context`."""
     keys = {path[1] for path in reads(expression) if len(path) > 1 and path[0] == "context"}
@@ -455,7 +456,7 @@ def context_reads(expression: Expression) -> set[str]:
     return keys
 
 
-def calls(expression: Expression) -> Iterator[tuple[str, list[dict]]]:
+def calls(expression: Expression | ParsedResult) -> Iterator[tuple[str, list[dict]]]:
     """Every function call in an expression: its name and its argument nodes."""
     pending = [expression.parsed]
     while pending:
