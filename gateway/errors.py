@@ -100,7 +100,9 @@ def from_provider(provider: str, status: int, message: str | None, code: str | N
 
 
 def did_you_mean(name: str, known: Iterable[str], listing: str = "known") -> str:
-    """A message's hint at the name meant: the nearest known one, else all of them."""
+    """A message's hint at the name meant: the nearest known one, else all of them (none: nothing)."""
     known = list(known)
+    if not known:
+        return ""
     near = difflib.get_close_matches(name, known, 1)
     return f"; did you mean {near[0]!r}?" if near else f"; {listing}: {', '.join(sorted(known))}"

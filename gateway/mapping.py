@@ -384,7 +384,7 @@ def _compile(spec: MappingFile, path: Path) -> Provider:
     unused_fragments = _expand_fragments(spec)
     for i, name in enumerate(spec.passthrough):
         if name not in spec.values:
-            raise ExpressionError(f"$.passthrough[{i}]", f"no value map named {name!r}{did_you_mean(name, spec.values) if spec.values else ''}")
+            raise ExpressionError(f"$.passthrough[{i}]", f"no value map named {name!r}{did_you_mean(name, spec.values)}")
     objects = {}
     for name, obj in spec.objects.items():
         key = f"$.objects.{name}"
@@ -443,7 +443,7 @@ def _check_path(parts: tuple[str, ...], model: type[Model] | None, context: dict
         if len(parts) < 2 or parts[1] not in context:
             name = parts[1] if len(parts) > 1 else ""
             raise ExpressionError(key, f"context.{name} is not a key the mapping's `context` declares"
-                                       f"{did_you_mean(name, context) if context else ''}")
+                                       f"{did_you_mean(name, context)}")
         return
     if parts[0] != "body":
         return
@@ -539,7 +539,7 @@ def _check(spec: MappingFile, headers: dict[str, Any], objects: dict[str, "Provi
                 table = args[1]["value"]
                 if table not in spec.values:
                     raise ExpressionError(key, f"{name}() names the value map {table!r}, which `values` does not "
-                                               f"hold{did_you_mean(table, spec.values) if spec.values else ''}")
+                                               f"hold{did_you_mean(table, spec.values)}")
                 used_maps.add(table)
             if name in ("to_iso", "from_iso") and args[1]["type"] == "literal" and args[1]["value"] not in DATE_FORMATS:
                 raise ExpressionError(key, f"{name}() names the date format {args[1]['value']!r}, which is none"

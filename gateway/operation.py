@@ -92,6 +92,9 @@ class Operation:
         self.more = compile_expression(spec.paging.more, f"{key}.paging.more") if spec.paging.more else None
         if spec.paging.page_size is not None and spec.paging.style != "page":
             raise ExpressionError(f"{key}.paging.page_size", f"a page size numbers pages: style page only, not {spec.paging.style}")
+        if spec.paging.more is not None and spec.paging.style not in ("offset", "page"):
+            raise ExpressionError(f"{key}.paging.more", f"offset and page styles only, not {spec.paging.style}: a token "
+                                                        "or link style ends where the provider names no next page")
         self.checks = [Check(name, check, f"{key}.checks.{name}") for name, check in spec.checks.items()]
         paging = [e for e in (self.total, self.next, self.more, self.count) if e]
         self.page_decoder = page_decoder(self.records, paging, unifier) if verb == "list" else None

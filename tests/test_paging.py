@@ -307,6 +307,16 @@ def test_a_declared_page_size_serves_every_record_once_whatever_the_limits(tmp_p
     assert asked == {"7"}, "the provider is asked for its own page size"
 
 
+def test_a_more_flag_is_for_offsets_and_page_numbers_only(tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "paged.yaml").write_text(
+        PAGED.replace("STYLE", "token").replace("QUERY", "{after: page.token}").replace("NEXT", "next")
+        .replace("MAX", "100").replace("SIZE", "null").replace("max_limit: 100,", "max_limit: 100, more: has_more,"))
+    with pytest.raises(MappingError) as caught:
+        load_dir(tmp_path / "m")
+    assert "paging.more: offset and page styles only, not token" in str(caught.value)
+
+
 def test_a_page_size_is_for_page_numbers_only(tmp_path):
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "paged.yaml").write_text(
