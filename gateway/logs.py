@@ -13,6 +13,7 @@ request or response body, is ever one of them.
 import asyncio
 import contextvars
 import logging
+import select
 import sys
 import time
 from typing import Any
@@ -64,16 +65,21 @@ class AccessLines:
     them but without the logging module: a LogRecord, a look up the stack for
     its caller and a flushed write for each line cost a quarter of the
     gateway's requests a second at concurrency 32 (measured with wrk). A
-    turn's lines are written together at its end, like the outbox's answers.
-    Anywhere else (text for people, a level above info, tests' own handlers)
-    a line goes through logging as any other."""
+    turn's lines are written together at its end, like the outbox's answers,
+    in writes of at most PIPE_BUF bytes ending at a line's end: the workers of
+    `serve --workers` share one pipe, and no write of one splits another's
+    line. Anywhere else (text for people, a level above info, tests' own
+    handlers), and once a write has failed, a line goes through logging as any
+    other."""
 
-    __slots__ = ("direct", "held", "second", "stamp")
+    __slots__ = ("direct", "stream", "held", "second", "stamp")
 
     def __init__(self) -> None:
         handlers = logging.getLogger().handlers
-        self.direct = (_access.isEnabledFor(logging.INFO) and not _access.handlers and len(handlers) == 1
-                       and isinstance(handlers[0].formatter, JsonLines) and getattr(handlers[0], "stream", None) is sys.stderr)
+        stream = getattr(handlers[0], "stream", None) if len(handlers) == 1 else None
+        self.direct = (_access.isEnabledFor(logging.INFO) and not _access.handlers and stream is sys.stderr
+                       and isinstance(handlers[0].formatter, JsonLines) and hasattr(stream, "buffer"))
+        self.stream = stream
         self.held: list[bytes] = []
         self.second, self.stamp = -1, ""
 
@@ -91,11 +97,21 @@ class AccessLines:
                                   "logger": "gateway.access", "message": "request", **fields}))
 
     def flush(self) -> None:
-        if self.held:
-            lines, self.held = self.held, []
-            sys.stderr.flush()  # what logging wrote first goes first
-            sys.stderr.buffer.write(b"\n".join(lines) + b"\n")
-            sys.stderr.buffer.flush()
+        if not self.held:
+            return
+        lines, self.held = self.held, []
+        try:
+            self.stream.flush()  # what logging wrote first goes first
+            out, size = self.stream.buffer, 0
+            for line in lines:
+                if size and size + len(line) >= select.PIPE_BUF:
+                    out.flush()
+                    size = 0
+                out.write(line + b"\n")
+                size += len(line) + 1
+            out.flush()
+        except (OSError, ValueError):  # a closed or broken stream: no line reaches it, nor must it stop the server
+            self.direct = False  # the lines after go through logging, which reports its failures itself
 
 
 _access = logging.getLogger("gateway.access")
