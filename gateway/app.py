@@ -182,6 +182,7 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] = os
         yield
         watching.cancel()
         sharing.cancel()
+        await asyncio.gather(watching, sharing, return_exceptions=True)  # the last share written, its failure said
         await upstream.aclose()
         await store.aclose()
         if traces:

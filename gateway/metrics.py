@@ -23,6 +23,7 @@ histograms of a worker that has exited stay in the sums; its gauges do not.
 
 import asyncio
 import contextlib
+import logging
 import os
 import time
 from bisect import bisect_left
@@ -34,6 +35,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from .models import OBJECTS
+
+log = logging.getLogger("gateway")
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -105,7 +108,6 @@ _counters: dict[str, dict[tuple[str, ...], int]] = {
     "gateway_upstream_retries": {}, "gateway_circuit_openings": {}, "gateway_token_refreshes": {},
     "gateway_idempotency_replays": {},
 }
-_retries = _counters["gateway_upstream_retries"]
 
 _OPERATIONS = {("GET", False): "list", ("HEAD", False): "list", ("POST", False): "create", ("GET", True): "retrieve",
                ("HEAD", True): "retrieve"}
@@ -140,21 +142,15 @@ def _series(key: tuple[str, str, str, bool | None]) -> _Served:
     return series
 
 
-def upstream(provider: str, started: float) -> None:
-    """A call to a provider ended, answered or not."""
-    elapsed = time.monotonic() - started
+def upstream(provider: str, elapsed: float) -> None:
+    """A call to a provider ended, answered or not, after `elapsed` seconds."""
     histogram = _upstream.get(provider) or _upstream.setdefault(provider, Histogram())
     histogram.counts[bisect_left(BUCKETS, elapsed)] += 1
     histogram.sum += elapsed
 
 
-def retried(provider: str, reason: str) -> None:
-    key = (provider, reason)
-    _retries[key] = _retries.get(key, 0) + 1
-
-
 def count(family: str, *labels: str) -> None:
-    """An event off the hot path: a circuit opened, a token refreshed, a create replayed."""
+    """An event: a call retried, a circuit opened, a token refreshed, a create replayed."""
     series = _counters[family]
     series[labels] = series.get(labels, 0) + 1
 
@@ -263,12 +259,16 @@ class Metrics:
         return found
 
     def write(self) -> None:
-        """This worker's figures, for the other workers' scrapes (replaced whole: a reader never sees half)."""
+        """This worker's figures, for the other workers' scrapes (replaced whole: a reader never sees half).
+        A write that fails is said, and the next tries again: the others' sums miss it meanwhile."""
         state = gather(self.runtime)
         data = _encode({name: list(series.items()) for name, series in state.items()})
         partial = self.mine.with_suffix(".partial")
-        partial.write_bytes(data)
-        os.replace(partial, self.mine)
+        try:
+            partial.write_bytes(data)
+            os.replace(partial, self.mine)
+        except OSError as exc:
+            log.warning("metrics: cannot share this worker's figures with the others: %s", exc)
 
     async def share(self) -> None:
         """Write this worker's figures every SHARE_SECONDS until cancelled, and once more then."""
@@ -287,6 +287,4 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
-    return True
+    return True  # PermissionError too: it is there

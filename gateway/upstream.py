@@ -137,12 +137,13 @@ class Upstream:
                 breaker.failed()
             elif exc.code == "upstream_response_too_large":
                 breaker.succeeded()  # the provider is up; its answer is just too big for us
-            logs.note(upstream_ms=round((time.monotonic() - started) * 1000, 3))
             raise
         finally:
             state.in_flight -= 1
-            metrics.upstream(provider.name, started)
-        logs.note(upstream_status=raw.status, upstream_ms=round((time.monotonic() - started) * 1000, 3))
+            elapsed = time.monotonic() - started
+            metrics.upstream(provider.name, elapsed)
+            logs.note(upstream_ms=round(elapsed * 1000, 3))
+        logs.note(upstream_status=raw.status)
         if raw.status >= 500:
             breaker.failed()
         else:
@@ -171,7 +172,7 @@ class Upstream:
                 raw = await self.exchange(provider, request.method, url, request.query, headers, body)
             except TimedOut:
                 if _may_retry(request.method, attempt, policy.attempts, deadline, None, sent=True):
-                    metrics.retried(provider.name, "timeout")
+                    metrics.count("gateway_upstream_retries", provider.name, "timeout")
                     await _backoff(policy, attempt, None)
                     continue
                 raise GatewayError(504, "upstream_timeout", f"{provider.name} did not answer in time",
@@ -179,7 +180,7 @@ class Upstream:
             except Unreachable as exc:
                 log.warning("%s: %s %s failed: %s", conn.name, request.method, request.path, exc)
                 if _may_retry(request.method, attempt, policy.attempts, deadline, None, sent=exc.sent):
-                    metrics.retried(provider.name, "unreachable")
+                    metrics.count("gateway_upstream_retries", provider.name, "unreachable")
                     await _backoff(policy, attempt, None)
                     continue
                 raise bad_gateway("upstream_unreachable", f"cannot reach {provider.name}: {exc}",
@@ -194,18 +195,18 @@ class Upstream:
                 replayed = True
                 credentials = await auth.renew(credentials)
                 headers.update(credentials)
-                metrics.retried(provider.name, "auth")
+                metrics.count("gateway_upstream_retries", provider.name, "auth")
                 attempt -= 1
                 continue
             if raw.status in (429, 503):
                 pause = _retry_after_seconds(raw.retry_after)
                 # The provider refused before doing anything: safe for any method.
                 if _may_retry("GET", attempt, policy.attempts, deadline, pause, sent=True):
-                    metrics.retried(provider.name, "throttled")
+                    metrics.count("gateway_upstream_retries", provider.name, "throttled")
                     await _backoff(policy, attempt, pause)
                     continue
             elif raw.status >= 500 and _may_retry(request.method, attempt, policy.attempts, deadline, None, sent=True):
-                metrics.retried(provider.name, "status_5xx")
+                metrics.count("gateway_upstream_retries", provider.name, "status_5xx")
                 await _backoff(policy, attempt, None)
                 continue
             return raw

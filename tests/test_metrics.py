@@ -222,3 +222,23 @@ def test_token_refreshes_and_their_failures(tmp_path):
     assert value(after, "gateway_token_refreshes_total", outcome="refused", **labels) == 1  # asked once, then remembered
     assert value(after, "gateway_upstream_retries_total", provider=built.provider, reason="auth") == 1
     assert "at-" not in str(after) and "rt-" not in str(after)  # no token in a label
+
+
+def test_a_worker_whose_figures_cannot_be_written_says_so_and_tries_again(tmp_path, caplog):
+    """A shared directory gone (a cleaner, a full disk): the worker keeps serving and sharing."""
+    from types import SimpleNamespace
+
+    from gateway.metrics import Metrics
+
+    runtime = SimpleNamespace(current=SimpleNamespace(connections=[]), reloads=0, refused=0)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    figures = Metrics(runtime, shared)
+    figures.write()
+    assert figures.mine.exists()
+    shared.rename(tmp_path / "gone")
+    figures.write()  # no exception
+    assert "cannot share this worker's figures" in caplog.text
+    shared.mkdir()
+    figures.write()
+    assert figures.mine.exists(), "the next write shares again"
