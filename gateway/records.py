@@ -99,13 +99,14 @@ class Records:
         op = steps.applying(conn, ops, doc)
         if op is None:
             raise unprocessable("no_matching_operation", f"{conn.provider.name} has no way to create this {obj.name}; see its mapping's `when` conditions")
-        ignored = list(dict.fromkeys(unknown_fields(body, obj.input) + op.ignored(doc, conn.options)))
+        data = await steps.call(self.upstream, conn, op, doc)
+        # Worked out once the request went: one refused before needs none.
+        ignored = list(dict.fromkeys(unknown_fields(body, obj.input) + op.ignored(doc, conn.request_options)))
         headers = {}
         if ignored:
             listed = ", ".join(_printable(p) for p in ignored)
             logs.note(ignored_fields=listed)  # the caller's to know, in its header; the request's log line
             headers[IGNORED_HEADER] = listed
-        data = await steps.call(self.upstream, conn, op, doc)
         record = None
         try:
             record = steps.extract(conn, op.record, data, "the created record")
