@@ -84,10 +84,10 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] = os
         store = open_store(settings.state_url)
     except (ValueError, OSError, sqlite3.Error) as exc:
         raise ConfigError(f"GATEWAY_STATE_URL: {exc}") from None
-    keeper = auth.Keeper(store, upstream.exchange)
     traces = tracing.start()  # None unless the OpenTelemetry SDK is installed and configured
     if traces:
         upstream.exchange = traces.client(upstream.exchange)
+    keeper = auth.Keeper(store, upstream.exchange)  # token refreshes traced as any provider call
 
     def build(previous: Snapshot | None) -> Snapshot:
         providers = mapping.load_dirs(settings.mappings_dirs)
