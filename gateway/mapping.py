@@ -6,7 +6,6 @@ provider request and how provider records become unified ones. The README's
 """
 
 import re
-import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -20,7 +19,7 @@ SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 from .errors import did_you_mean
 from .expressions import ExpressionError, calls, compile_expression, compile_template, context_reads, leaves, reads
 from .functions import DATE_FORMATS, Functions
-from .models import OBJECTS, Model
+from .models import OBJECTS, Model, nested_models
 from .operation import Operation
 from .unify import Unifier
 
@@ -452,23 +451,12 @@ def _check_path(parts: tuple[str, ...], model: type[Model] | None, context: dict
     for i, name in enumerate(parts[1:], 1):
         if name == "[]":
             continue
-        fields = {f.name: f.type for f in msgspec.structs.fields(model)}
-        if name not in fields:
+        if name not in model.__struct_fields__:
             raise ExpressionError(key, f"{'.'.join(parts[:i + 1])}: not a field of the unified {model.__name__}"
-                                       f"{did_you_mean(name, fields)}")
-        nested = [t for t in _types(fields[name]) if isinstance(t, type) and issubclass(t, Model)]
-        if not nested:
+                                       f"{did_you_mean(name, model.__struct_fields__)}")
+        model = nested_models(model).get(name)
+        if model is None:
             return  # a scalar, or free-form (field_mappings): nothing further to know
-        model = nested[0]
-
-
-def _types(kind: Any) -> list:
-    out, stack = [], [kind]
-    while stack:
-        kind = stack.pop()
-        out.append(kind)
-        stack.extend(typing.get_args(kind))
-    return out
 
 
 # What a request-side expression reads: the request document's members, and a page's.
