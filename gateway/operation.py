@@ -193,11 +193,13 @@ class Check:
     mapping's `checks`): that it be there, maybe only when an expression holds,
     supplied by it or by one of its alternatives; that it be one of `enum`."""
 
-    __slots__ = ("key", "parts", "required", "alternatives", "enum", "pattern", "why")
+    __slots__ = ("key", "part", "parts", "root", "required", "alternatives", "enum", "pattern", "why", "context_key")
 
     def __init__(self, name: str, spec: "CheckSpec", key: str):
         self.key = key
+        self.part = f"checks.{name}.required"  # where, in its operation, a `required` that fails sits
         self.parts = check_path(name, key)
+        self.root = "$" if self.parts[0] == "body" else self.parts[0]
         self.required = (compile_expression(spec.required, f"{key}.required") if isinstance(spec.required, str)
                          else spec.required)
         self.alternatives = [check_path(other, f"{key}.or") for other in spec.or_]
@@ -207,10 +209,11 @@ class Check:
         except re.error as exc:
             raise ExpressionError(f"{key}.pattern", f"not a regular expression: {exc}") from None
         self.why = f" ({spec.why})" if spec.why else ""
+        context = [p for p in (self.parts, *self.alternatives) if p[0] == "context"]
+        self.context_key = ".".join(context[0][1:]) if context else None
 
     def run(self, op: Operation, doc: dict, options: Options) -> list[Violation]:
-        root = "$" if self.parts[0] == "body" else self.parts[0]
-        found = _values_at(doc.get(self.parts[0]), self.parts[1:], root)
+        found = _values_at(doc.get(self.parts[0]), self.parts[1:], self.root)
         out = []
         if self.enum is not None:
             for where, value in found:
@@ -222,15 +225,14 @@ class Check:
                 if value is not None and not (isinstance(value, str) and self.pattern.fullmatch(value)):
                     out.append(self._violation(f"{where}: {value!r} does not match {self.pattern.pattern}{self.why}",
                                                where))
-        if self.required is False or (self.required is not True
-                                      and _is_false(op._search(self.required, doc, options, "checks"))):
-            return out
-        missing = [where for where, value in found if value is None or value == ""]
-        if not missing or self._supplied(doc):
+        # `required` is evaluated only where something is missing.
+        missing = [where for where, value in found if value is None or value == ""] if self.required is not False else []
+        if not missing or self._supplied(doc) or (
+                self.required is not True and _is_false(op._search(self.required, doc, options, self.part))):
             return out
         others = [_name(p) for p in self.alternatives]
         for where in missing:
-            names = [where if root == "$" else _name(self.parts), *others]
+            names = [where if self.root == "$" else _name(self.parts), *others]
             out.append(self._violation(f"{' or '.join(names)} must be set{self.why}", where))
         return out
 
@@ -241,9 +243,8 @@ class Check:
         return False
 
     def _violation(self, message: str, where: str, accepted: list | None = None) -> Violation:
-        context = [p for p in (self.parts, *self.alternatives) if p[0] == "context"]
-        return Violation(message, path=where if where.startswith("$") else None,
-                         context_key=".".join(context[0][1:]) if context else None, accepted=accepted)
+        return Violation(message, path=where if where.startswith("$") else None, context_key=self.context_key,
+                         accepted=accepted)
 
 
 def _locate(doc: dict, value: Any, consumed: set) -> list[str]:
