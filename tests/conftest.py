@@ -456,3 +456,14 @@ def in_process(directory: Path, connections: str, mappings: dict[str, str] | Non
             (directory / "mappings" / f"{name}.yaml").write_text(text)
         environ["GATEWAY_MAPPINGS"] = str(directory / "mappings")
     return TestClient(create_app(from_environ(environ), environ=environ, transport=httpx.AsyncHTTPTransport()))
+
+
+@pytest.fixture(scope="module")
+def fake():
+    """The fake Formation (tests/fake_provider.py), one for a module's tests; a module
+    that fakes another provider defines its own `fake`."""
+    from fake_provider import FakeFormation
+
+    provider = FakeFormation().start()
+    yield provider
+    provider.stop()

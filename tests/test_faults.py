@@ -30,13 +30,6 @@ MAX_BODY = 4096
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeFormation]:
-    provider = FakeFormation().start()
-    yield provider
-    provider.stop()
-
-
-@pytest.fixture(scope="module")
 def gateway(fake: FakeFormation, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     directory = tmp_path_factory.mktemp("faults")
     mappings = directory / "mappings"

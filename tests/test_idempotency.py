@@ -154,13 +154,6 @@ def test_a_redis_that_does_not_answer_is_a_503_before_any_create(tmp_path):
 # -- (b) end to end: one gateway, SQLite -----------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeFormation]:
-    provider = FakeFormation().start()
-    yield provider
-    provider.stop()
-
-
 def _configure(directory: Path, fake: FakeFormation) -> tuple[Path, Path]:
     mappings = directory / "mappings"
     write_mapping(mappings, "formation", limits=LIMITS)

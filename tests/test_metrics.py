@@ -48,13 +48,6 @@ def label_values(samples: Samples, name: str, label: str) -> set[str]:
     return {dict(labels)[label] for (sample, labels) in samples if sample == name and label in dict(labels)}
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeFormation]:
-    provider = FakeFormation().start()
-    yield provider
-    provider.stop()
-
-
 class Setup:
     def __init__(self, directory: Path, fake: FakeFormation):
         mappings = directory / "mappings"

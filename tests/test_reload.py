@@ -28,13 +28,6 @@ from fake_provider import GATEWAY_KEY, FakeFormation, gateway_env, write_connect
 GOES_LIVE = 2.0  # seconds an edit may take to serve
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeFormation]:
-    provider = FakeFormation().start()
-    yield provider
-    provider.stop()
-
-
 class Setup:
     def __init__(self, directory: Path, fake: FakeFormation):
         self.fake = fake

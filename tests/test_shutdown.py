@@ -7,20 +7,11 @@ import concurrent.futures
 import signal
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 from conftest import Server, clean_server
 from fake_provider import GATEWAY_KEY, FakeFormation, gateway_env, write_connections, write_mapping
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeFormation]:
-    provider = FakeFormation().start()
-    yield provider
-    provider.stop()
 
 
 def start(directory: Path, fake: FakeFormation, args: list[str], limits: dict) -> Server:

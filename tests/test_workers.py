@@ -17,7 +17,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -27,13 +26,6 @@ from fake_provider import GATEWAY_KEY, FakeFormation, gateway_env, write_connect
 from test_metrics import parse, scrape, value
 
 WORKERS = 2
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeFormation]:
-    provider = FakeFormation().start()
-    yield provider
-    provider.stop()
 
 
 def workers_of(server: Server) -> list[int]:
