@@ -10,9 +10,10 @@ import functools
 import json
 import re
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, get_args
 
 import jmespath
+import msgspec
 from jmespath import Options, functions, visitor
 from jmespath.exceptions import JMESPathError
 from jmespath.parser import ParsedResult
@@ -43,10 +44,10 @@ class Expression:
 
     __slots__ = ("expression", "parsed", "_run")
 
-    def __init__(self, parsed: ParsedResult):
+    def __init__(self, parsed: ParsedResult, record: type[msgspec.Struct] | None = None):
         self.expression = parsed.expression
         self.parsed = parsed.parsed
-        self._run = _Writer().function(parsed.parsed, parsed.expression)
+        self._run = _Writer(record).function(parsed.parsed, parsed.expression)
 
     def search(self, value: Any, options: Options | None = None) -> Any:
         functions = options.custom_functions if options is not None and options.custom_functions else _DEFAULT_FUNCTIONS
@@ -70,6 +71,11 @@ def compile_expression(source: str, key: str) -> Expression:
 
 
 _COMPILED: dict[str, Expression] = {}
+
+
+def compile_typed(source: str, key: str, record: type[msgspec.Struct]) -> Expression:
+    """An expression over one kind of record Struct (see `_Writer`), compiled for it alone."""
+    return Expression(_parse(source, key), record)
 
 
 def _parse(source: str, key: str) -> ParsedResult:
@@ -135,14 +141,20 @@ class _Writer:
     field), and every node is pure, functions included.
 
     No text from the mapping file reaches the source as code: field names go
-    in through repr(), literals and fallbacks as named constants."""
+    in through repr(), literals and fallbacks as named constants.
 
-    def __init__(self) -> None:
+    `record`: the msgspec Struct the value is (gateway/shapes.py's, for a
+    page's records), never null. A member of it is an attribute read, and a
+    member that is itself a Struct (or null) is read the same way: no dict
+    lookups, no object tests."""
+
+    def __init__(self, record: type[msgspec.Struct] | None = None) -> None:
         self.lines: list[str] = []
         self.constants: dict[str, Any] = {"_is_false": _is_false, "_NO_MEMBERS": _NO_MEMBERS, "_SCALARS": _SCALARS,
                                           "_MISSING": _MISSING}
         self.temps = 0
         self.blocks: list[dict[tuple[str, str], str]] = [{}]  # per open block: (node, value) -> local
+        self.structs: dict[str, tuple[type[msgspec.Struct], bool]] = {"v": (record, False)} if record else {}  # local -> (Struct, may be null)
 
     def function(self, node: dict, expression: str):
         result = self.emit(node, "v", 1)
@@ -170,6 +182,18 @@ class _Writer:
         out = self.blocks[-1][key] = self.temp()
         self.put(depth, f"{out} = {src} if isinstance({src}, dict) else _NO_MEMBERS")
         return out
+
+    def attribute(self, src: str, name: str, out: str, depth: int) -> None:
+        struct, nullable = self.structs[src]
+        for field in msgspec.structs.fields(struct):
+            if field.encode_name == name:
+                read = f"{src}.{field.name}"
+                self.put(depth, f"{out} = {read} if {src} is not None else None" if nullable else f"{out} = {read}")
+                inner = [t for t in get_args(field.type) if isinstance(t, type) and issubclass(t, msgspec.Struct)]
+                if inner:
+                    self.structs[out] = (inner[0], True)
+                return
+        self.put(depth, f"{out} = None")  # a member the decoder was not asked for: absent
 
     def put(self, depth: int, line: str) -> None:
         self.lines.append("    " * depth + line)
@@ -207,7 +231,9 @@ class _Writer:
             return src
         out = self.temp()
         put = functools.partial(self.put, depth)
-        if kind == "field":
+        if kind == "field" and src in self.structs:
+            self.attribute(src, node["value"], out, depth)
+        elif kind == "field":
             put(f"{out} = {self.members(src, depth)}.get({node['value']!r})")
         elif kind == "index" and isinstance(node["value"], int):
             index = node["value"]
@@ -301,9 +327,9 @@ class _Writer:
                 self.put(depth + 2, f"{out}.extend({item}) if isinstance({item}, list) else {out}.append({item})")
             put("else:")
             self.put(depth + 1, f"{out} = None")
-        else:  # Anything else: jmespath's own interpreter, for this subtree only.
+        else:  # Anything else: jmespath's own interpreter, for this subtree only, on plain objects.
             interpret = self.constant(lambda v, f, node=node: visitor.TreeInterpreter(Options(custom_functions=f)).visit(node, v))
-            put(f"{out} = {interpret}({src}, f)")
+            put(f"{out} = {interpret}({self.constant(msgspec.to_builtins) + f'({src})' if src in self.structs else src}, f)")
         return out
 
 

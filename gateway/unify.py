@@ -7,8 +7,9 @@ from jmespath import Options
 from jmespath.exceptions import JMESPathError
 
 from .errors import did_you_mean
-from .expressions import Expression, ExpressionError, compile_template, field_path, whole_reads
+from .expressions import Expression, ExpressionError, compile_template, compile_typed, field_path, whole_reads
 from .models import Model
+from .shapes import Shape
 
 # The gateway fills remote_data itself, from the raw record, when asked to.
 _RESERVED = {"remote_data"}
@@ -19,9 +20,11 @@ class UnifyError(ValueError):
 
 
 class Unifier:
-    __slots__ = ("key", "model", "expression", "fields", "ids", "unset_if_null")
+    __slots__ = ("key", "model", "expression", "fields", "ids", "unset_if_null", "record", "page", "wire", "checks",
+                 "unset")
 
-    def __init__(self, template: dict[str, Any], model: type[Model], key: str):
+    def __init__(self, template: dict[str, Any], model: type[Model], key: str, values: dict[str, dict] | None = None,
+                 context: dict[str, Any] | None = None):
         known = set(model.__struct_fields__) - _RESERVED
         for name in template:
             if name in _RESERVED:
@@ -38,8 +41,27 @@ class Unifier:
         self.ids = {name: compile_template(template[name], f"{key}.{name}") for name in ("id", "remote_id") if name in template}
         # A null is absent for the fields that may be absent but never null (UNSET
         # by default); a nullable field takes it as it is.
-        defaults = {field.name: field.default for field in msgspec.structs.fields(model)}
-        self.unset_if_null = tuple(name for name in self.fields if defaults[name] is msgspec.UNSET)
+        self.unset_if_null = tuple(f.name for f in msgspec.structs.fields(model) if f.default is msgspec.UNSET)
+        self._page(template, model, values or {}, context or {})
+
+    def _page(self, template: dict[str, Any], model: type[Model], values: dict, context: dict) -> None:
+        """A page's records decode into `record` (gateway/shapes.py) and go
+        through `page`, the template compiled for that Struct. Where no field
+        needs msgspec's conversion, `page` gives the model's fields in order,
+        each checked by class unless proven, and `wire` holds them as they
+        are: a Struct of the model's fields, which msgspec encodes as it would
+        the model."""
+        fields = model.__struct_fields__
+        leaves = {name: compile_template(template[name], f"{self.key}.{name}") for name in fields if name in template}
+        shape = Shape(leaves, model, values, context)
+        self.record, self.wire, self.checks = shape.record, None, shape.checks()
+        self.unset = tuple(i for i, f in enumerate(msgspec.structs.fields(model)) if f.default is msgspec.UNSET)
+        if self.checks is None:
+            source = "{" + ", ".join(f"{f}: {leaves[f].expression}" for f in fields if f in leaves) + "}"
+        else:
+            source = "[" + ", ".join(leaves[f].expression if f in leaves else "`null`" for f in fields) + "]"
+            self.wire = msgspec.defstruct(model.__name__, [(f, Any, None) for f in fields], gc=False)
+        self.page = compile_typed(source, self.key, self.record) if self.record else None
 
     def identify(self, record: Any, options: Options) -> dict[str, str]:
         """The ids alone, from a record the whole template cannot read."""
@@ -56,9 +78,11 @@ class Unifier:
     def unify(self, record: Any, options: Options, remote_data: bool) -> Model:
         return self.unify_page([record], options, remote_data)[0]
 
-    def unify_page(self, records: list, options: Options, remote_data: bool) -> list[Model]:
+    def unify_page(self, records: list, options: Options, remote_data: bool) -> list:
+        """The unified objects of a page's records: models, or `wire` Structs that encode as they would."""
+        if records and records[0].__class__ is self.record and not remote_data:
+            return self._unify_records(records, options)
         run, functions = self.expression.runner(options)
-        model, unset_if_null, convert = self.model, self.unset_if_null, msgspec.convert
         out = []
         for record in records:
             if not isinstance(record, dict):
@@ -67,16 +91,45 @@ class Unifier:
                 values = run(record, functions)
             except (JMESPathError, ValueError, TypeError, OverflowError) as exc:
                 raise UnifyError(str(exc)) from None
-            for name in unset_if_null:
-                if values[name] is None:
-                    del values[name]
             if remote_data:
                 values["remote_data"] = record
-            try:
-                out.append(convert(values, model))
-            except msgspec.ValidationError as exc:
-                raise UnifyError(str(exc)) from None
+            out.append(self._convert(values))
         return out
+
+    def _unify_records(self, records: list, options: Options) -> list:
+        """A page decoded into `record` Structs: the template compiled for them."""
+        run, functions = self.page.runner(options)
+        wire, checks, unset, names = self.wire, self.checks, self.unset, self.model.__struct_fields__
+        out = []
+        try:
+            for record in records:
+                values = run(record, functions)
+                if wire is None:
+                    out.append(self._convert(values))
+                    continue
+                for i, takes in checks:
+                    if values[i].__class__ not in takes:  # msgspec says why, or takes it (an int for a float)
+                        out.append(self._convert(dict(zip(names, values))))
+                        break
+                else:
+                    for i in unset:
+                        if values[i] is None:
+                            values[i] = msgspec.UNSET
+                    out.append(wire(*values))
+        except UnifyError:
+            raise
+        except (JMESPathError, ValueError, TypeError, OverflowError) as exc:
+            raise UnifyError(str(exc)) from None
+        return out
+
+    def _convert(self, values: dict) -> Model:
+        for name in self.unset_if_null:
+            if name in values and values[name] is None:
+                del values[name]
+        try:
+            return msgspec.convert(values, self.model)
+        except msgspec.ValidationError as exc:
+            raise UnifyError(str(exc)) from None
 
 
 def page_decoder(records: Expression, others: list[Expression], unifier: Unifier) -> msgspec.json.Decoder | None:
@@ -96,18 +149,25 @@ def page_decoder(records: Expression, others: list[Expression], unifier: Unifier
     if records_path is None:
         return None
     paths = set().union(*(whole_reads(e) for e in others))
-    paths |= {records_path + ("[]",) + p for p in whole_reads(unifier.expression) or {()}}
-    shape = _shape(paths, "Page")
+    item = records_path + ("[]",)
+    if unifier.record is not None and not any(p[:len(records_path)] == records_path for p in paths):
+        shape = _shape(paths | {item}, "Page", (item, unifier.record))  # each record a Struct, see gateway/shapes.py
+    else:  # the records read by something else too: plain objects, as the template reads them
+        shape = _shape(paths | {item + p for p in whole_reads(unifier.expression) or {()}}, "Page")
     return None if shape is Any else msgspec.json.Decoder(shape)
 
 
-def _shape(paths: set[tuple[str, ...]], name: str) -> Any:
+def _shape(paths: set[tuple[str, ...]], name: str, records: tuple[tuple[str, ...], type] | None = None,
+           at: tuple[str, ...] = ()) -> Any:
+    if records is not None and at == records[0]:
+        return records[1]
     if () in paths:
         return Any
     heads = {p[0] for p in paths}
     if "[]" in heads:
         if len(heads) > 1:
             return Any  # read both as an array and as an object: keep it whole
-        return list[_shape({p[1:] for p in paths}, name + "Item")] | None
-    fields = {head: _shape({p[1:] for p in paths if p[0] == head}, f"{name}_{head}") for head in sorted(heads)}
+        return list[_shape({p[1:] for p in paths}, name + "Item", records, at + ("[]",))] | None
+    fields = {head: _shape({p[1:] for p in paths if p[0] == head}, f"{name}_{head}", records, at + (head,))
+              for head in sorted(heads)}
     return TypedDict(name, fields, total=False) | None

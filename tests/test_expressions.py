@@ -470,10 +470,13 @@ def test_a_list_answer_decodes_only_what_the_mapping_reads():
     ]}, "meta": [1, 2]}
     raw = msgspec.json.encode(page)
     decoded = decoder.decode(raw)
-    assert decoded == {"data": {"total": 2, "items": [
-        {"id": "1", "number": "N1", "total": 5, "cur": "Active", "contact": {"id": "c"}}, {"id": "2", "contact": None}]}}
+    # Each record a Struct of what the template reads (gateway/shapes.py): an absent member is null.
+    assert msgspec.to_builtins(decoded) == {"data": {"total": 2, "items": [
+        {"id": "1", "number": "N1", "total": 5, "cur": "Active", "contact": {"id": "c"}},
+        {"id": "2", "number": None, "total": None, "cur": None, "contact": None}]}}
     whole = [unifier.unify(r, OPTIONS, False) for r in page["data"]["items"]]
-    assert unifier.unify_page(decoded["data"]["items"], OPTIONS, False) == whole
+    # A page's objects answer as the model's do, whatever class holds them.
+    assert msgspec.json.encode(unifier.unify_page(decoded["data"]["items"], OPTIONS, False)) == msgspec.json.encode(whole)
 
 
 @pytest.mark.parametrize("page", [
@@ -496,7 +499,8 @@ def test_a_list_answer_that_is_not_utf8_is_refused_even_where_unread():
     from gateway.upstream import _INVALID, _decode
     decoder = page_decoder(compile_expression("data.items", "$.r"), [], _page_unifier())
     assert _decode(b'{"data": {"items": [], "skipped": "\xff"}}', decoder) is _INVALID
-    assert _decode(b'{"data": {"items": [{"id": "\xc3\xa9"}]}}', decoder) == {"data": {"items": [{"id": "\u00e9"}]}}
+    decoded = _decode(b'{"data": {"items": [{"id": "\xc3\xa9"}]}}', decoder)
+    assert msgspec.to_builtins(decoded)["data"]["items"][0]["id"] == "\u00e9"
 
 
 def test_a_template_that_reads_a_record_whole_keeps_it_whole():
