@@ -80,7 +80,10 @@ def _whole_seconds_iso(seconds: int) -> str:
     if date_part is None:
         if len(_DAYS) >= 4096:
             _DAYS.clear()
-        date_part = _DAYS[day] = time.strftime("%Y-%m-%dT", time.gmtime(day * 86400))
+        moment = time.gmtime(day * 86400)  # not strftime's %Y: glibc writes the year 1 as "1"
+        if not 1 <= moment.tm_year <= 9999:
+            raise ValueError("year is out of range")  # as datetime says of any other date
+        date_part = _DAYS[day] = f"{moment.tm_year:04d}-{moment.tm_mon:02d}-{moment.tm_mday:02d}T"
     minute, second = divmod(second, 60)
     return date_part + _MINUTES[minute] + _SECONDS[second]
 

@@ -180,3 +180,31 @@ def test_a_page_that_fails_a_check_goes_through_msgspec_and_says_why():
     bad = decoder.decode(b'{"items": [{"id": "1", "s": 2, "amount": 2}]}')["items"]
     with pytest.raises(UnifyError, match=r"Expected `str \| null`, got `int` - at `\$.status`"):
         unifier.unify_page(bad, _options({"st": {"Open": 1}}), False)
+
+
+@pytest.mark.parametrize("fmt, values", [
+    ("epoch", [0, -1, 1700000000, 1700000000.5, 1700000000.123456, -62135596800, 253402300799, "1700000000"]),
+    ("epoch_ms", [0, 1700000000123, -1, 253402300799999]),
+    ("iso", ["2023-01-02T03:04:05Z", "2023-01-02T03:04:05.5+09:00", "2023-01-02T03:04:05", "0001-01-01T00:00:00Z",
+             "9999-12-31T23:59:59.999999Z", "2023-01-02T03:04:05.000001-07:00"]),
+    ("date", ["2023-01-02", "0001-01-01", "9999-12-31"]),
+    ("msjson", ["/Date(1700000000000+0000)/", "/Date(-1000)/", "/Date(0)/"]),
+])
+def test_an_iso_string_to_iso_made_answers_as_its_datetime_would(fmt, values):
+    # The wire holds to_iso's strings where the model holds datetimes: both must answer the same bytes.
+    from datetime import datetime
+
+    from gateway.functions import to_iso
+    for value in values:
+        made = to_iso(value, fmt)
+        assert msgspec.json.encode(made) == msgspec.json.encode(msgspec.convert(made, datetime)), (value, made)
+
+
+@pytest.mark.parametrize("value", [253402300800, -62135596801, 10**12])
+def test_an_epoch_beyond_the_years_a_datetime_holds_is_refused(value):
+    from gateway.functions import ConversionError, bind_to_iso, to_iso
+    with pytest.raises(ConversionError, match="not a date in the epoch format"):
+        to_iso(value, "epoch")
+    with pytest.raises(ConversionError):
+        bind_to_iso("epoch")(value)
+
