@@ -121,7 +121,9 @@ def _fit_context(provider: Provider, context: dict[str, Any], where: str) -> dic
 def _typed(value: Any, kind: str, where: str) -> Any:
     if isinstance(value, str) and kind in ("integer", "number", "boolean"):
         text = value.strip()
-        if kind == "boolean" and text.lower() in ("true", "false"):
+        if kind == "boolean":
+            if text.lower() not in ("true", "false"):  # not a number either: "1" is no boolean to a template
+                raise ConfigError(f"{where} must be a boolean (true or false), not {value!r}")
             return text.lower() == "true"
         try:
             number = float(text) if kind == "number" else int(text)

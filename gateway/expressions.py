@@ -157,6 +157,7 @@ class _Writer:
         self.structs: dict[str, tuple[type[msgspec.Struct], bool]] = {"v": (record, False)} if record else {}  # local -> (Struct, may be null)
 
     def function(self, node: dict, expression: str):
+        self.expression = expression
         result = self.emit(node, "v", 1)
         source = "def run(v, f):\n" + "\n".join(self.lines) + f"\n    return {result}\n"
         namespace = dict(self.constants)
@@ -193,7 +194,7 @@ class _Writer:
                 if inner:
                     self.structs[out] = (inner[0], True)
                 return
-        self.put(depth, f"{out} = None")  # a member the decoder was not asked for: absent
+        raise ExpressionError(self.expression, f"{name!r} is not a member of {struct.__name__}")  # whole_reads missed a read
 
     def put(self, depth: int, line: str) -> None:
         self.lines.append("    " * depth + line)

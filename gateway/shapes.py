@@ -26,8 +26,8 @@ says why it does not fit.
 """
 
 from datetime import datetime
-from types import NoneType
-from typing import Any, get_args
+from types import NoneType, UnionType
+from typing import Any, Union, get_args, get_origin
 
 import msgspec
 
@@ -35,8 +35,13 @@ from .expressions import Expression, field_path, whole_reads
 from .functions import DATE_FORMATS
 
 _JSON = frozenset({str, int, float, bool, NoneType})
-# A string to_iso made: how a datetime field answers, so one needs no parsing.
-ISO = "ISO 8601 string"
+
+
+class ISO:
+    """A kind, not a class of values: a string to_iso made. It is how a
+    datetime answers (tests/test_shapes.py holds msgspec to that), so a
+    datetime field takes one as it is, and a string field as a string."""
+
 _NUMBER = frozenset({int, float, NoneType})
 # What our own functions give whatever their arguments (gateway/functions.py),
 # where the record's values cannot change it.
@@ -50,7 +55,7 @@ def accepts(annotation: Any) -> frozenset | None:
     """The kinds a field of this type takes as they are; None when a value of
     it must go through msgspec (a list, an object). A null in a field that may
     be absent but never null (UNSET) is left out, as unify does."""
-    args = set(get_args(annotation)) or {annotation}
+    args = set(get_args(annotation)) if get_origin(annotation) in (Union, UnionType) else {annotation}
     if msgspec.UnsetType in args:
         args = (args - {msgspec.UnsetType}) | {NoneType}
     if datetime in args:
@@ -64,7 +69,10 @@ class Shape:
     __slots__ = ("model", "record", "kinds")
 
     def __init__(self, leaves: dict[str, Expression], model: type[msgspec.Struct],
-                 values: dict[str, dict], context: dict[str, Any]):
+                 values: dict[str, dict], declared: dict[str, Any]):
+        """`leaves`: the template's, by unified field; `values`: the mapping's
+        value maps; `declared`: its context keys (`ContextKey`), whose values
+        a connection has made of their type (gateway/connections.py)."""
         self.model = model
         types = {f.name: f.type for f in msgspec.structs.fields(model)}
         self.kinds: dict[str, frozenset | None] = {}
@@ -75,25 +83,30 @@ class Shape:
                 wanted.setdefault(path, set()).add(kinds)
         typed = {path: next(iter(k)) for path, k in wanted.items() if len(k) == 1}
         reads = set().union(*(whole_reads(leaf) for leaf in leaves.values())) if leaves else set()
-        self.record = None if () in reads or not reads else _struct(reads, typed, f"{model.__name__}Record", ())
+        # msgspec renames a member to any key but one with a quote, a backslash or a control character.
+        plain = all(c not in '"\\' and c >= " " for path in reads for key in path for c in key)
+        self.record = _struct(reads, typed, f"{model.__name__}Record", ()) if reads and () not in reads and plain else None
         decoded = _decoded(self.record, ()) if self.record else {}
         for name, leaf in leaves.items():
-            self.kinds[name] = _kinds(leaf.parsed, decoded, values, context)
+            self.kinds[name] = _kinds(leaf.parsed, decoded, values, declared)
 
     def checks(self) -> tuple[tuple[int, frozenset], ...] | None:
         """Per field whose leaf is not proven: its place in the model and the
-        classes its value is checked against. None when a field's value must
-        go through msgspec's conversion: a list or an object, or a datetime
-        that to_iso did not make."""
+        classes its value is checked against (none at all: every leaf proven).
+        None when a field's value must go through msgspec's conversion: a list
+        or an object, a datetime that to_iso did not make, or a field the
+        template leaves out whose default is not null (or UNSET)."""
         checks = []
         for i, field in enumerate(msgspec.structs.fields(self.model)):
             if field.name not in self.kinds:
+                if field.default is not None and field.default is not msgspec.UNSET:
+                    return None
                 continue
             takes, gives = accepts(field.type), self.kinds[field.name]
             if takes is None:
                 return None
             if gives is not None and str in takes:
-                gives = {str if k == ISO else k for k in gives}  # an ISO string is a string
+                gives = {str if k is ISO else k for k in gives}
             if gives is None or not gives <= takes:
                 if ISO in takes:
                     return None
@@ -103,8 +116,9 @@ class Shape:
 
 def _demands(node: dict, field: frozenset | None, values: dict) -> list[tuple[tuple[str, ...], frozenset]]:
     """The record paths a leaf would have decoded as its field's type: a
-    straight copy, or `to_unified`'s input where every value the map reads
-    is of that type too (else a value it maps would not decode)."""
+    straight copy, and `to_unified`'s input. The latter only where the map's
+    provider values are of that type too: a page holding one that is not
+    would fail to decode, and go the slow way, though its value maps fine."""
     if field is None or not field <= _JSON:
         return []
     path = field_path(node)
@@ -127,7 +141,7 @@ def _table(args: list[dict], values: dict) -> dict | None:
     return table if isinstance(table, dict) else None
 
 
-def _kinds(node: dict, decoded: dict, values: dict, context: dict) -> frozenset | None:  # noqa: C901 - one case per leaf kind
+def _kinds(node: dict, decoded: dict, values: dict, declared: dict) -> frozenset | None:  # noqa: C901 - one case per leaf kind
     """The classes a leaf gives, for any record that decodes; None when unknown."""
     kind = node["type"]
     args = node.get("children", [])
@@ -139,7 +153,7 @@ def _kinds(node: dict, decoded: dict, values: dict, context: dict) -> frozenset 
     if kind in ("not_expression",) or (kind == "comparator" and node["value"] in ("eq", "ne")):
         return frozenset({bool})
     if kind in ("or_expression", "and_expression"):
-        left, right = (_kinds(a, decoded, values, context) for a in args)
+        left, right = (_kinds(a, decoded, values, declared) for a in args)
         return left | right if left is not None and right is not None else None
     if kind != "function_expression":
         return None
@@ -149,12 +163,12 @@ def _kinds(node: dict, decoded: dict, values: dict, context: dict) -> frozenset 
     if name == "to_iso" and len(args) == 2 and args[0]["type"] != "literal" and args[1]["type"] == "literal" \
             and args[1]["value"] in DATE_FORMATS:
         return frozenset({ISO, NoneType})
-    if name == "context" and len(args) == 1 and args[0]["type"] == "literal" and args[0]["value"] in context:
-        key = context[args[0]["value"]]
+    if name == "context" and len(args) == 1 and args[0]["type"] == "literal" and args[0]["value"] in declared:
+        key = declared[args[0]["value"]]
         kinds = _CONTEXT.get(key.type)
         return kinds if kinds is not None and key.default.__class__ in kinds else None
     if name == "to_unified":
-        table, given = _table(args, values), _kinds(args[0], decoded, values, context) if args else None
+        table, given = _table(args, values), _kinds(args[0], decoded, values, declared) if args else None
         if table is not None and given is not None:
             return given | {k.__class__ for k in table}
     return None
@@ -196,5 +210,5 @@ def _decoded(struct: type[msgspec.Struct], at: tuple[str, ...]) -> dict[tuple[st
         if inner:
             found.update(_decoded(inner[0], here))
         elif args <= _JSON:
-            found[here] = frozenset(args)
+            found[here] = frozenset(args) | {NoneType}  # absent, or under a null, it is null whatever its type
     return found

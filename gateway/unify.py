@@ -24,7 +24,7 @@ class Unifier:
                  "unset")
 
     def __init__(self, template: dict[str, Any], model: type[Model], key: str, values: dict[str, dict] | None = None,
-                 context: dict[str, Any] | None = None):
+                 declared: dict[str, Any] | None = None):
         known = set(model.__struct_fields__) - _RESERVED
         for name in template:
             if name in _RESERVED:
@@ -42,9 +42,9 @@ class Unifier:
         # A null is absent for the fields that may be absent but never null (UNSET
         # by default); a nullable field takes it as it is.
         self.unset_if_null = tuple(f.name for f in msgspec.structs.fields(model) if f.default is msgspec.UNSET)
-        self._page(template, model, values or {}, context or {})
+        self._page(template, model, values or {}, declared or {})
 
-    def _page(self, template: dict[str, Any], model: type[Model], values: dict, context: dict) -> None:
+    def _page(self, template: dict[str, Any], model: type[Model], values: dict, declared: dict) -> None:
         """A page's records decode into `record` (gateway/shapes.py) and go
         through `page`, the template compiled for that Struct. Where no field
         needs msgspec's conversion, `page` gives the model's fields in order,
@@ -53,7 +53,7 @@ class Unifier:
         the model."""
         fields = model.__struct_fields__
         leaves = {name: compile_template(template[name], f"{self.key}.{name}") for name in fields if name in template}
-        shape = Shape(leaves, model, values, context)
+        shape = Shape(leaves, model, values, declared)
         self.record, self.wire, self.checks = shape.record, None, shape.checks()
         self.unset = tuple(i for i, f in enumerate(msgspec.structs.fields(model)) if f.default is msgspec.UNSET)
         if self.checks is None:

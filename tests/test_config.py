@@ -140,6 +140,17 @@ def test_a_context_that_does_not_fit_fails_naming_connection_key_and_reason(tmp_
     assert expected in load_error(write(tmp_path, FREEE + context))
 
 
+@pytest.mark.parametrize("text, expected", [("true", True), (" FALSE ", False), ("1", None), ("0", None), ("yes", None)])
+def test_a_boolean_from_the_environment_is_true_or_false_and_nothing_else(text, expected):
+    from gateway.connections import _typed
+    from gateway.settings import ConfigError
+    if expected is None:
+        with pytest.raises(ConfigError, match=r"context.flag must be a boolean \(true or false\)"):
+            _typed(text, "boolean", "connections[0]: context.flag")
+    else:
+        assert _typed(text, "boolean", "connections[0]: context.flag") is expected
+
+
 def test_expansion_is_not_recursive():
     # A value is used as it is: a variable's text is never read as another reference.
     assert expand_env("${A}", {"A": "${B}", "B": "no"}, "x") == "${B}"

@@ -13,7 +13,7 @@ import msgspec
 import pytest
 from jmespath import Options
 
-from gateway.expressions import compile_template, compile_typed, field_path
+from gateway.expressions import compile_expression, compile_template, compile_typed, field_path
 from gateway.functions import Functions
 from gateway.mapping import ContextKey, load
 from gateway.models import ContactOutput, InvoiceOutput
@@ -173,7 +173,6 @@ def test_a_page_that_fails_a_check_goes_through_msgspec_and_says_why():
     unifier = Unifier({"id": "id", "status": "to_unified(s, 'st')", "total_amount": "amount"}, InvoiceOutput,
                       "$.objects.invoices.unify", {"st": {"Open": 1}})  # a map of numbers: `status` checked
     assert unifier.wire is not None and [InvoiceOutput.__struct_fields__[i] for i, _ in unifier.checks] == ["status"]
-    from gateway.expressions import compile_expression
     decoder = page_decoder(compile_expression("items", "$.r"), [], unifier)
     good = decoder.decode(b'{"items": [{"id": "1", "s": 1, "amount": 2}]}')["items"]
     assert msgspec.json.encode(unifier.unify_page(good, _options({"st": {"Open": 1}}), False)).count(b'"status":"Open"') == 1
@@ -208,3 +207,29 @@ def test_an_epoch_beyond_the_years_a_datetime_holds_is_refused(value):
     with pytest.raises(ConversionError):
         bind_to_iso("epoch")(value)
 
+
+
+def test_a_provider_key_msgspec_cannot_rename_keeps_the_generic_way():
+    unifier = Unifier({"name": 'billing."tax\\"id"', "id": 'id'}, ContactOutput, "$.objects.contacts.unify")
+    assert unifier.record is None
+    record = msgspec.json.decode(b'{"id": "1", "billing": {"tax\\"id": "T"}}')
+    assert unifier.unify_page([record], _options(), False)[0].name == "T"
+
+
+def test_a_model_off_the_usual_pattern_goes_through_msgspec():
+    from gateway.models import Model
+
+    class Odd(Model):
+        flag: bool = False
+        codes: list[str] = []
+        label: str | None = None
+
+    assert accepts(list[str]) is None and accepts(dict[str, str]) is None and accepts(bool) == {bool}
+    # `flag` left out would answer false, not null: no wire.
+    assert Unifier({"label": "l"}, Odd, "$.u").wire is None
+    # A typed member absent from the record is null, whatever its field's type: checked, so msgspec refuses it.
+    unifier = Unifier({"flag": "f", "label": "l", "codes": "`[]`"}, Odd, "$.u")
+    decoder = page_decoder(compile_expression("items", "$.r"), [], unifier)
+    records = decoder.decode(b'{"items": [{"l": "x"}]}')["items"]
+    with pytest.raises(UnifyError, match="Expected `bool`, got `null`"):
+        unifier.unify_page(records, _options(), False)
