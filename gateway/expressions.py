@@ -155,6 +155,7 @@ class _Writer:
         self.temps = 0
         self.blocks: list[dict[tuple[str, str], str]] = [{}]  # per open block: (node, value) -> local
         self.structs: dict[str, tuple[type[msgspec.Struct], bool]] = {"v": (record, False)} if record else {}  # local -> (Struct, may be null)
+        self.layouts: dict[type[msgspec.Struct], dict[str, tuple[str, list]]] = {}
 
     def function(self, node: dict, expression: str):
         self.expression = expression
@@ -186,15 +187,17 @@ class _Writer:
 
     def attribute(self, src: str, name: str, out: str, depth: int) -> None:
         struct, nullable = self.structs[src]
-        for field in msgspec.structs.fields(struct):
-            if field.encode_name == name:
-                read = f"{src}.{field.name}"
-                self.put(depth, f"{out} = {read} if {src} is not None else None" if nullable else f"{out} = {read}")
-                inner = [t for t in get_args(field.type) if isinstance(t, type) and issubclass(t, msgspec.Struct)]
-                if inner:
-                    self.structs[out] = (inner[0], True)
-                return
-        raise ExpressionError(self.expression, f"{name!r} is not a member of {struct.__name__}")  # whole_reads missed a read
+        if struct not in self.layouts:  # a member's attribute, and its Struct if it is one
+            self.layouts[struct] = {f.encode_name: (f.name, [t for t in get_args(f.type) if isinstance(t, type)
+                                                              and issubclass(t, msgspec.Struct)])
+                                    for f in msgspec.structs.fields(struct)}
+        if name not in self.layouts[struct]:
+            raise ExpressionError(self.expression, f"{name!r} is not a member of {struct.__name__}")  # whole_reads missed a read
+        attribute, inner = self.layouts[struct][name]
+        read = f"{src}.{attribute}"
+        self.put(depth, f"{out} = {read} if {src} is not None else None" if nullable else f"{out} = {read}")
+        if inner:
+            self.structs[out] = (inner[0], True)
 
     def put(self, depth: int, line: str) -> None:
         self.lines.append("    " * depth + line)
@@ -361,6 +364,11 @@ def compile_template(template: Any, key: str) -> Expression:
     return compile_expression(_source(template, key), key)
 
 
+def parse_template(template: Any, key: str) -> ParsedResult:
+    """A template parsed and not compiled, for what reads its syntax tree alone."""
+    return _parse(_source(template, key), key)
+
+
 def leaves(template: Any, key: str) -> Iterator[tuple[str, ParsedResult]]:
     """A template's expressions, parsed (checked, never run), each with its own key:
     where a mistake in one is reported."""
@@ -432,7 +440,7 @@ def _reads(node: dict) -> set[tuple[str, ...]]:
     return set().union(*(_reads(c) for c in children))
 
 
-def whole_reads(expression: Expression) -> set[tuple[str, ...]]:
+def whole_reads(expression: Expression | ParsedResult) -> set[tuple[str, ...]]:
     """The document paths whose values an expression looks at as a whole,
     reached by member lookups alone; `()` is the document itself.
 

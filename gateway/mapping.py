@@ -407,7 +407,7 @@ def _compile(spec: MappingFile, path: Path) -> Provider:
             for i, alt in enumerate(alternatives):
                 where = f"{key}.{verb}" + (f"[{i}]" if len(alternatives) > 1 else "")
                 unifier = Unifier({**obj.unify, **alt.unify}, unified.output, f"{where}.unify" if alt.unify else f"{key}.unify",
-                                  spec.values, spec.context)
+                                  spec.values, spec.context, pages=verb == "list")
                 op = Operation(alt, verb, where, unifier)
                 for check in op.checks:
                     for parts in (check.parts, *check.alternatives):

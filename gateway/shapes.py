@@ -31,7 +31,9 @@ from typing import Any, Union, get_args, get_origin
 
 import msgspec
 
-from .expressions import Expression, field_path, whole_reads
+from jmespath.parser import ParsedResult
+
+from .expressions import field_path, whole_reads
 from .functions import DATE_FORMATS
 
 _JSON = frozenset({str, int, float, bool, NoneType})
@@ -66,15 +68,15 @@ def accepts(annotation: Any) -> frozenset | None:
 class Shape:
     """One template's record Struct and its leaves' kinds, for `model`."""
 
-    __slots__ = ("model", "record", "kinds")
+    __slots__ = ("fields", "record", "kinds")
 
-    def __init__(self, leaves: dict[str, Expression], model: type[msgspec.Struct],
+    def __init__(self, leaves: dict[str, ParsedResult], model: type[msgspec.Struct],
                  values: dict[str, dict], declared: dict[str, Any]):
         """`leaves`: the template's, by unified field; `values`: the mapping's
         value maps; `declared`: its context keys (`ContextKey`), whose values
         a connection has made of their type (gateway/connections.py)."""
-        self.model = model
-        types = {f.name: f.type for f in msgspec.structs.fields(model)}
+        self.fields = msgspec.structs.fields(model)
+        types = {f.name: f.type for f in self.fields}
         self.kinds: dict[str, frozenset | None] = {}
         # A provider field copied, or mapped, into unified fields: decoded as their type, where they agree.
         wanted: dict[tuple[str, ...], set[frozenset]] = {}
@@ -97,7 +99,7 @@ class Shape:
         or an object, a datetime that to_iso did not make, or a field the
         template leaves out whose default is not null (or UNSET)."""
         checks = []
-        for i, field in enumerate(msgspec.structs.fields(self.model)):
+        for i, field in enumerate(self.fields):
             if field.name not in self.kinds:
                 if field.default is not None and field.default is not msgspec.UNSET:
                     return None

@@ -7,7 +7,7 @@ from jmespath import Options
 from jmespath.exceptions import JMESPathError
 
 from .errors import did_you_mean
-from .expressions import Expression, ExpressionError, compile_template, compile_typed, field_path, whole_reads
+from .expressions import Expression, ExpressionError, compile_template, compile_typed, field_path, parse_template, whole_reads
 from .models import Model
 from .shapes import Shape
 
@@ -20,11 +20,11 @@ class UnifyError(ValueError):
 
 
 class Unifier:
-    __slots__ = ("key", "model", "expression", "fields", "ids", "unset_if_null", "record", "page", "wire", "checks",
-                 "unset")
+    __slots__ = ("key", "model", "expression", "fields", "ids", "unset_if_null", "record", "page", "page_source",
+                 "wire", "checks", "unset")
 
     def __init__(self, template: dict[str, Any], model: type[Model], key: str, values: dict[str, dict] | None = None,
-                 declared: dict[str, Any] | None = None):
+                 declared: dict[str, Any] | None = None, pages: bool = True):
         known = set(model.__struct_fields__) - _RESERVED
         for name in template:
             if name in _RESERVED:
@@ -41,8 +41,12 @@ class Unifier:
         self.ids = {name: compile_template(template[name], f"{key}.{name}") for name in ("id", "remote_id") if name in template}
         # A null is absent for the fields that may be absent but never null (UNSET
         # by default); a nullable field takes it as it is.
-        self.unset_if_null = tuple(f.name for f in msgspec.structs.fields(model) if f.default is msgspec.UNSET)
-        self._page(template, model, values or {}, declared or {})
+        unset = [(i, f.name) for i, f in enumerate(msgspec.structs.fields(model)) if f.default is msgspec.UNSET]
+        self.unset_if_null = tuple(name for _, name in unset)
+        self.unset = tuple(i for i, _ in unset)  # their places in the model
+        self.record = self.page = self.page_source = self.wire = self.checks = None
+        if pages:  # a list's: create and retrieve read one record, decoded whole
+            self._page(template, model, values or {}, declared or {})
 
     def _page(self, template: dict[str, Any], model: type[Model], values: dict, declared: dict) -> None:
         """A page's records decode into `record` (gateway/shapes.py) and go
@@ -52,16 +56,17 @@ class Unifier:
         are: a Struct of the model's fields, which msgspec encodes as it would
         the model."""
         fields = model.__struct_fields__
-        leaves = {name: compile_template(template[name], f"{self.key}.{name}") for name in fields if name in template}
+        leaves = {name: parse_template(template[name], f"{self.key}.{name}") for name in fields if name in template}
         shape = Shape(leaves, model, values, declared)
-        self.record, self.wire, self.checks = shape.record, None, shape.checks()
-        self.unset = tuple(i for i, f in enumerate(msgspec.structs.fields(model)) if f.default is msgspec.UNSET)
+        self.record, self.checks = shape.record, shape.checks()
         if self.checks is None:
             source = "{" + ", ".join(f"{f}: {leaves[f].expression}" for f in fields if f in leaves) + "}"
         else:
             source = "[" + ", ".join(leaves[f].expression if f in leaves else "`null`" for f in fields) + "]"
             self.wire = msgspec.defstruct(model.__name__, [(f, Any, None) for f in fields], gc=False)
-        self.page = compile_typed(source, self.key, self.record) if self.record else None
+        # Compiled at the first page that decodes so, not here: start-up would pay
+        # for every list's, and a mistake in a leaf was caught compiling `expression`.
+        self.page_source = source
 
     def identify(self, record: Any, options: Options) -> dict[str, str]:
         """The ids alone, from a record the whole template cannot read."""
@@ -98,6 +103,8 @@ class Unifier:
 
     def _unify_records(self, records: list, options: Options) -> list:
         """A page decoded into `record` Structs: the template compiled for them."""
+        if self.page is None:
+            self.page = compile_typed(self.page_source, self.key, self.record)
         run, functions = self.page.runner(options)
         wire, checks, unset, names = self.wire, self.checks, self.unset, self.model.__struct_fields__
         out = []
