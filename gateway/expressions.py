@@ -63,19 +63,19 @@ def compile_expression(source: str, key: str) -> Expression:
     # templates across operations): each is compiled once per process.
     expression = _COMPILED.get(source)
     if expression is None:
-        try:
-            expression = _COMPILED[source] = Expression(_parse(source, key))
-        except (RecursionError, SyntaxError, MemoryError):  # Python's own limits on nesting
-            raise ExpressionError(key, f"expression nested too deeply: {source[:80]!r}") from None
+        expression = _COMPILED[source] = compile_typed(source, key, None)
     return expression
 
 
 _COMPILED: dict[str, Expression] = {}
 
 
-def compile_typed(source: str, key: str, record: type[msgspec.Struct]) -> Expression:
+def compile_typed(source: str, key: str, record: type[msgspec.Struct] | None) -> Expression:
     """An expression over one kind of record Struct (see `_Writer`), compiled for it alone."""
-    return Expression(_parse(source, key), record)
+    try:
+        return Expression(_parse(source, key), record)
+    except (RecursionError, SyntaxError, MemoryError):  # Python's own limits on nesting
+        raise ExpressionError(key, f"expression nested too deeply: {source[:80]!r}") from None
 
 
 def _parse(source: str, key: str) -> ParsedResult:

@@ -28,9 +28,9 @@ test (`when: to_number(id) != null`), not for a value sent on.
 
 import re
 import time
+from collections.abc import Callable
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
-from collections.abc import Callable
 from typing import Any
 
 import msgspec

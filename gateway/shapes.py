@@ -87,8 +87,9 @@ class Shape:
         reads = set().union(*(whole_reads(leaf) for leaf in leaves.values())) if leaves else set()
         # msgspec renames a member to any key but one with a quote, a backslash or a control character.
         plain = all(c not in '"\\' and c >= " " for path in reads for key in path for c in key)
-        self.record = _struct(reads, typed, f"{model.__name__}Record", ()) if reads and () not in reads and plain else None
-        decoded = _decoded(self.record, ()) if self.record else {}
+        # Each typed member's path and its classes: null too, as absent or under a null it is null whatever its type.
+        decoded: dict[tuple[str, ...], frozenset] = {}
+        self.record = _struct(reads, typed, decoded, f"{model.__name__}Record", ()) if reads and () not in reads and plain else None
         for name, leaf in leaves.items():
             self.kinds[name] = _kinds(leaf.parsed, decoded, values, declared)
 
@@ -152,7 +153,7 @@ def _kinds(node: dict, decoded: dict, values: dict, declared: dict) -> frozenset
         return decoded.get(path)
     if kind == "literal":
         return frozenset({node["value"].__class__}) if node["value"].__class__ in _JSON else None
-    if kind in ("not_expression",) or (kind == "comparator" and node["value"] in ("eq", "ne")):
+    if kind == "not_expression" or (kind == "comparator" and node["value"] in ("eq", "ne")):
         return frozenset({bool})
     if kind in ("or_expression", "and_expression"):
         left, right = (_kinds(a, decoded, values, declared) for a in args)
@@ -176,41 +177,23 @@ def _kinds(node: dict, decoded: dict, values: dict, declared: dict) -> frozenset
     return None
 
 
-def _struct(paths: set[tuple[str, ...]], typed: dict, name: str, at: tuple[str, ...]) -> type[msgspec.Struct]:
+def _struct(paths: set[tuple[str, ...]], typed: dict, decoded: dict, name: str,
+            at: tuple[str, ...]) -> type[msgspec.Struct]:
     """A Struct of the members `paths` read: a member read whole is its own
-    type (`Any` unless typed), one read further is a Struct of its own, or
-    null. Attributes are f0, f1, ...: a provider's keys need not be names."""
+    type (`Any` unless typed, and then noted in `decoded`), one read further
+    is a Struct of its own, or null. Attributes are f0, f1, ...: a provider's
+    keys need not be names."""
     fields, rename = [], {}
     for i, head in enumerate(sorted({p[0] for p in paths})):
         rest = {p[1:] for p in paths if p[0] == head}
         here = at + (head,)
         if () in rest:
-            kind = typed.get(here) if rest == {()} else None
-            annotation = Any if kind is None else _union(kind)
+            kinds = typed.get(here) if rest == {()} else None
+            if kinds is not None:
+                decoded[here] = kinds | {NoneType}
+            annotation = Any if kinds is None else Union[tuple(k for k in (str, bool, int, float, NoneType) if k in kinds)]
         else:
-            annotation = _struct(rest, typed, f"{name}_{head}", here) | None
+            annotation = _struct(rest, typed, decoded, f"{name}_{head}", here) | None
         fields.append((f"f{i}", annotation, None))
         rename[f"f{i}"] = head
     return msgspec.defstruct(name, fields, rename=rename, gc=False)
-
-
-def _union(kinds: frozenset) -> Any:
-    order = [k for k in (str, bool, int, float, NoneType) if k in kinds]
-    annotation = order[0]
-    for k in order[1:]:
-        annotation = annotation | k
-    return annotation
-
-
-def _decoded(struct: type[msgspec.Struct], at: tuple[str, ...]) -> dict[tuple[str, ...], frozenset]:
-    """Each typed member's path and the classes it decodes to."""
-    found = {}
-    for field in msgspec.structs.fields(struct):
-        here = at + (field.encode_name,)
-        args = set(get_args(field.type)) or {field.type}
-        inner = [a for a in args if isinstance(a, type) and issubclass(a, msgspec.Struct)]
-        if inner:
-            found.update(_decoded(inner[0], here))
-        elif args <= _JSON:
-            found[here] = frozenset(args) | {NoneType}  # absent, or under a null, it is null whatever its type
-    return found

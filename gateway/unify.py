@@ -104,7 +104,10 @@ class Unifier:
     def _unify_records(self, records: list, options: Options) -> list:
         """A page decoded into `record` Structs: the template compiled for them."""
         if self.page is None:
-            self.page = compile_typed(self.page_source, self.key, self.record)
+            try:
+                self.page = compile_typed(self.page_source, self.key, self.record)
+            except ExpressionError:  # past Python's nesting limits where `expression` was not: the generic way
+                return self.unify_page(msgspec.to_builtins(records), options, False)
         run, functions = self.page.runner(options)
         wire, checks, unset, names = self.wire, self.checks, self.unset, self.model.__struct_fields__
         out = []

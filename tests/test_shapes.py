@@ -233,3 +233,18 @@ def test_a_model_off_the_usual_pattern_goes_through_msgspec():
     records = decoder.decode(b'{"items": [{"l": "x"}]}')["items"]
     with pytest.raises(UnifyError, match="Expected `bool`, got `null`"):
         unifier.unify_page(records, _options(), False)
+
+
+def test_a_page_template_past_pythons_limits_unifies_the_generic_way(monkeypatch):
+    import gateway.unify
+    from gateway.expressions import ExpressionError
+
+    def too_deep(source, key, record):
+        raise ExpressionError(key, "expression nested too deeply")
+
+    unifier = Unifier({"id": "id", "name": "n"}, ContactOutput, "$.objects.contacts.unify")
+    decoder = page_decoder(compile_expression("items", "$.r"), [], unifier)
+    records = decoder.decode(b'{"items": [{"id": "1", "n": "a"}]}')["items"]
+    monkeypatch.setattr(gateway.unify, "compile_typed", too_deep)
+    whole = unifier.unify_page([{"id": "1", "n": "a"}], _options(), False)
+    assert msgspec.json.encode(unifier.unify_page(records, _options(), False)) == msgspec.json.encode(whole)
